@@ -35,6 +35,24 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--trace-block-size", type=int, default=512,
         help="tokens per hash id in Mooncake traces (default 512)",
     )
+    m = parser.add_argument_group("replay mode")
+    m.add_argument(
+        "--mode", choices=("sequential", "serve"), default="sequential",
+        help="sequential: one request at a time (default); serve: vLLM's real Scheduler",
+    )
+    m.add_argument("--max-num-seqs", type=int, default=None, help="serve: vLLM's max_num_seqs")
+    m.add_argument(
+        "--max-num-batched-tokens", type=int, default=None,
+        help="serve: vLLM's max_num_batched_tokens",
+    )
+    m.add_argument(
+        "--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
+        help="serve: vLLM's chunked prefill (default as vLLM)",
+    )
+    m.add_argument(
+        "--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+        help="serve: vLLM's AsyncScheduler (default as vLLM)",
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="let vLLM's and torch's log lines through"
     )
