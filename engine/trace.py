@@ -126,14 +126,18 @@ class TraceReader:
                 yield lineno, text
 
     def _parse(self, lineno: int, text: str) -> dict[str, Any]:
+        if text.startswith("\ufeff"):
+            raise TraceError(self.path, lineno, "byte-order mark (BOM) is allowed only at the start of the file")
         try:
             obj = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
         except _DuplicateKey as exc:
             raise TraceError(self.path, lineno, str(exc)) from None
         except json.JSONDecodeError as exc:
             raise TraceError(self.path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        except (ValueError, RecursionError) as exc:  # NaN/Infinity, 4300-digit ints, deep nesting
-            reason = str(exc).split("\n")[0] if isinstance(exc, ValueError) else "nested too deeply"
+        except RecursionError:
+            raise TraceError(self.path, lineno, "invalid JSON: nested too deeply") from None
+        except ValueError as exc:  # NaN/Infinity (our hook), or an int past Python's digit limit
+            reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
             raise TraceError(self.path, lineno, f"invalid JSON: {reason}") from None
         if not isinstance(obj, dict):
             raise TraceError(self.path, lineno, f"expected a JSON object, got {type_name(obj)}")
