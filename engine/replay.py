@@ -299,8 +299,9 @@ class SequentialReplay:
             before = mirror[bid]
             if now == before:
                 continue
-            # A block handed out afresh (ref 0 -> >0, not a hit) that had content was evicted.
-            if before[1] is not None and before[0] == 0 and now[1] != before[1]:
+            # A block whose cached content changed or vanished was evicted by vLLM (its
+            # BlockRemoved event carries the hash; this gives the block id).
+            if before[1] is not None and now[1] != before[1]:
                 evicted.append((bid, before[1]))
             self._num_cached_free += _is_cached_free(now) - _is_cached_free(before)
             delta.append((bid, before, now))

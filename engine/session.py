@@ -80,3 +80,23 @@ def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:
         "prefix_caching_hash_algo": settings.hash_algo,
         **extra,
     }
+
+
+def make_replay(args: argparse.Namespace, settings: EngineSettings, requests, *, mode: str,
+                detail: bool, cancel=None):
+    """Build the replay for a mode (imports vLLM: slow). Returns (replay, vLLM version)."""
+    if mode == "serve":
+        try:
+            from engine.serve import ServeReplay, serve_settings_from_args
+        except ImportError as exc:  # pragma: no cover - serve mode ships in its own change
+            from engine.errors import UserError
+
+            raise UserError(f"serve mode is not available: {exc}") from None
+        replay = ServeReplay(settings, serve_settings_from_args(args), requests,
+                             detail=detail, cancel=cancel, verbose=args.verbose)
+        return replay, replay.version
+    from engine.replay import SequentialReplay
+    from engine.vllm_v1 import V1Backend
+
+    backend = V1Backend(settings, verbose=args.verbose)
+    return SequentialReplay(backend, requests, detail=detail, cancel=cancel), backend.version

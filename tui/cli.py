@@ -1,0 +1,83 @@
+"""Command line: `prefix-tui TRACE` (inspector), `--headless`, `gen`, `compare`.
+
+Every user-facing failure ends as one line on stderr and a documented exit code:
+0 done, 1 vLLM raised during replay (partial results kept), 2 bad input or usage,
+130 interrupted (partial results kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.errors import UserError
+from engine.session import add_engine_arguments
+
+EXIT_OK, EXIT_VLLM_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prefix-tui",
+        description="Replay a request trace against vLLM's real KV-cache block manager.",
+        epilog="Other commands: `prefix-tui gen --help`, `prefix-tui compare --help`.",
+    )
+    p.add_argument("trace", help="trace file: native JSONL or Mooncake JSONL")
+    p.add_argument("--headless", action="store_true", help="replay it all and print the report")
+    p.add_argument("--json", metavar="FILE", help="headless: write totals and per-request rows")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--no-progress", action="store_true", help="headless: no progress bar")
+    add_engine_arguments(p)
+    return p
+
+
+def _gen_parser() -> argparse.ArgumentParser:
+    from engine.generate import add_gen_arguments
+
+    p = argparse.ArgumentParser(prog="prefix-tui gen", description="Write a synthetic trace.")
+    add_gen_arguments(p)
+    return p
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prefix-tui compare",
+        description="Replay traces (or one trace in several modes) and print them side by side.",
+    )
+    p.add_argument("traces", nargs="+", help="one or more traces")
+    p.add_argument(
+        "--modes", default=None,
+        help="comma-separated replay modes for a single trace, e.g. sequential,serve",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "gen":
+            from engine.generate import run_gen
+
+            return run_gen(_gen_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "compare":
+            from tui.report import run_compare
+
+            return run_compare(_compare_parser().parse_args(argv[1:]))
+        args = _main_parser().parse_args(argv)
+        if args.headless:
+            from tui.report import run_headless
+
+            return run_headless(args)
+        if args.json:
+            raise UserError("--json goes with --headless")
+        from tui.inspector import run_inspector
+
+        return run_inspector(args)
+    except UserError as err:
+        print(f"prefix-tui: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("prefix-tui: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
