@@ -77,6 +77,9 @@ def import_vllm(verbose: bool = False) -> str:
         return _vllm["version"]
     if not verbose:
         quiet_environment()
+    # vLLM's KV events then carry the same full hash bytes as the blocks, instead of a
+    # 64-bit digest, so an event can be matched to a block.
+    os.environ.setdefault("VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES", "0")
     with warnings.catch_warnings():
         if not verbose:
             warnings.simplefilter("ignore")
