@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -216,15 +217,15 @@ def run_compare(args: argparse.Namespace) -> int:
         if len(args.traces) < 2:
             raise UserError("compare needs two or more traces (or one trace with --modes)")
         runs = [replay_trace(p, args, settings, args.mode, False, show) for p in args.traces]
-        labels = list(args.traces)
+        labels = [Path(p).name for p in args.traces]
     console = Console()
     table = Table(title="PREFIX SHARING METRICS (vLLM Real Block Manager): comparison",
                   caption=settings_line(runs[0].settings))
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for label in labels:
         table.add_column(Text(label), justify="right")
     if len(runs) == 2:
-        table.add_column(Text(f"{labels[0]} / {labels[1]}"), justify="right")
+        table.add_column("ratio 1st/2nd", justify="right")
     all_rows = [report_rows(r) for r in runs]
     labels_seen = [lbl for _s, lbl, _v in all_rows[0]]
     for row_label in labels_seen:

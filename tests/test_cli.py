@@ -1,0 +1,110 @@
+"""The command line as a user runs it: report, JSON contract, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tui.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI = str(ROOT / "traces" / "multi_turn.jsonl")
+SINGLE = str(ROOT / "traces" / "single_turn.jsonl")
+
+
+def test_headless_report_and_json_contract(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main([MULTI, "--headless", "--json", str(out), "--num-gpu-blocks-override", "300"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "PREFIX SHARING METRICS (vLLM Real Block Manager)" in text
+    assert "vLLM 0.33.0" in text and "Overall sharing fraction" in text
+    doc = json.loads(out.read_text())
+    assert {"settings", "totals", "requests"} <= set(doc)
+    for key in ("requests", "tokens", "blocks", "blocks_reused", "blocks_new",
+                "sharing_fraction", "avg_sharing_fraction", "hit_rate", "evictions",
+                "not_fitted"):
+        assert key in doc["totals"]
+    t, rows = doc["totals"], doc["requests"]
+    assert len(rows) == t["requests"] == 100
+    for key in ("request_id", "prompt_tokens", "hit_tokens", "hit_blocks", "new_blocks",
+                "evicted_blocks", "outcome"):
+        assert key in rows[0]
+    # Totals add up from the rows.
+    assert sum(r["hit_blocks"] for r in rows) == t["blocks_reused"]
+    assert sum(r["prompt_tokens"] for r in rows) == t["tokens"]
+    assert sum(r["evicted_blocks"] for r in rows) == t["evictions"] > 0
+    assert t["blocks_reused"] + t["blocks_new"] == t["blocks"]
+    assert t["sharing_fraction"] == pytest.approx(t["blocks_reused"] / t["blocks"])
+    assert t["hit_rate"] == pytest.approx(sum(r["hit_tokens"] for r in rows) / t["tokens"])
+    assert doc["settings"]["num_gpu_blocks"] == 300 and doc["status"]["state"] == "complete"
+
+
+def test_json_is_not_clobbered_without_force(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("precious")
+    rc = main([MULTI, "--headless", "--json", str(out)])
+    assert rc == 2 and out.read_text() == "precious"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists; pass --force" in err[0]
+
+
+def test_bad_line_is_one_line_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": "oops"}\n')
+    rc = main([str(bad), "--headless"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].endswith("bad.jsonl:2: prompt_token_ids must be a list of ints (got str)")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_missing_trace_and_bad_flags(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.jsonl"), "--headless"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main([MULTI, "--headless", "--block-size", "0"]) == 2
+    assert "--block-size must be >= 1" in capsys.readouterr().err
+    assert main([MULTI, "--json", "x.json"]) == 2
+    assert "--json goes with --headless" in capsys.readouterr().err
+
+
+def test_compare_prints_both_and_their_ratio(capsys):
+    rc = main(["compare", MULTI, SINGLE])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "Overall sharing fraction" in text and "×" in text
+
+
+def test_ctrl_c_stops_cleanly_with_partial_results(tmp_path):
+    # A trace long enough to still be replaying when the signal lands.
+    trace = tmp_path / "long.jsonl"
+    with trace.open("w") as fh:
+        for i in range(200_000):
+            fh.write(json.dumps({"prompt_token_ids": [i % 97] * 40}) + "\n")
+    out = tmp_path / "partial.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui", str(trace), "--headless", "--json", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        # Wait for vLLM to load and the replay to be under way before interrupting.
+        if time.time() > deadline - 50:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    doc = json.loads(out.read_text())
+    assert doc["status"]["state"] == "interrupted"
+    assert 0 < doc["totals"]["requests"] == len(doc["requests"]) < 200_000
+    assert "PREFIX SHARING METRICS" in stdout
