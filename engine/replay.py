@@ -112,6 +112,7 @@ class SequentialReplay:
         seq_view: SeqView | None = None
         error: StepError | None = None
         events: list[KVEvent] = []
+        removed_count = 0
         evicted_ids: list[tuple[int, bytes]] = []
         try:
             finished = self._release_prev()
@@ -125,7 +126,10 @@ class SequentialReplay:
             else:
                 result, seq_view, touched_now = self._run_request(req, seq_id, prompt_blocks)
                 touched.extend(touched_now)
-            events = b.take_events()
+            if self.detail:
+                events = b.take_events()
+            else:
+                removed_count = b.take_removed_count()
         except Exception as exc:  # vLLM raised: record it at this step and stop cleanly
             error = StepError(
                 message=f"{type(exc).__name__} inside vLLM: {exc}".splitlines()[0],
@@ -135,7 +139,7 @@ class SequentialReplay:
             result = self._unfitted(req, seq_id, Outcome.ERROR, prompt_blocks, error.message)
             self._prev = None
 
-        removed = sum(len(e.block_hashes) for e in events if e.kind == "removed")
+        removed = removed_count + sum(len(e.block_hashes) for e in events if e.kind == "removed")
         if removed != result.evicted_blocks:
             result = _replace(result, evicted_blocks=removed)
         b.take_cache_stats()
@@ -185,8 +189,8 @@ class SequentialReplay:
         prompt_len = req.num_prompt_tokens
         out_tokens = synth_output_tokens(req)
         vreq = b.new_request(seq_id, req.prompt_token_ids, req.arrival_time)
-        lookup = b.lookup(vreq)
-        hit_blocks = len(lookup.block_ids)
+        lookup = b.lookup(vreq, self.detail)
+        hit_blocks = lookup.num_hit_tokens // bs
         recomputed = self._recomputes_last_block(vreq, prompt_len, hit_blocks)
         new_ids = b.allocate(vreq, prompt_len - lookup.num_hit_tokens, lookup)
         if new_ids is None:
@@ -212,12 +216,14 @@ class SequentialReplay:
                     f"decode stopped after {decoded} of {len(out_tokens)} output tokens: "
                     "no free block"
                 )
-        block_ids = b.block_ids(seq_id)
+        # Blocks held now: hits + prompt blocks + output blocks (the tokens vLLM computed).
+        num_held = cdiv(b.num_computed_tokens(vreq), bs)
+        block_ids = b.block_ids(seq_id) if self.detail else []
         self._prev = (vreq, seq_id, block_ids)
         result = RequestResult(
             request=req, seq_id=seq_id, outcome=outcome, prompt_tokens=prompt_len,
             hit_tokens=lookup.num_hit_tokens, hit_blocks=hit_blocks, new_blocks=len(new_ids),
-            output_blocks=len(block_ids) - hit_blocks - len(new_ids), evicted_blocks=0,
+            output_blocks=num_held - hit_blocks - len(new_ids), evicted_blocks=0,
             prompt_blocks=prompt_blocks, recomputed_last_block=recomputed,
             output_tokens=decoded, message=message,
         )
@@ -235,8 +241,8 @@ class SequentialReplay:
         last = prompt_len // bs - 1
         if hit_blocks != last:
             return False
-        hashes = self.backend.request_block_hashes(vreq)
-        return last < len(hashes) and self.backend.is_cached(hashes[last])
+        block_hash = self.backend.request_block_hash(vreq, last)
+        return block_hash is not None and self.backend.is_cached(block_hash)
 
     def _decode(self, vreq, out_tokens: tuple[int, ...]) -> int:
         """Feed output tokens as vLLM's decode steps would. Returns tokens produced."""

@@ -259,9 +259,13 @@ class V1Backend:
     def new_step(self) -> None:
         self.manager.new_step_starts()
 
-    def lookup(self, request) -> Lookup:
+    def lookup(self, request, detail: bool = True) -> Lookup:
+        """vLLM's get_computed_blocks. Without detail, block ids and ref counts are not
+        read (a long prompt's hit list is hundreds of blocks; headless needs only counts)."""
         blocks, num_hit_tokens, _boundary = self.manager.get_computed_blocks(request)
         group = blocks.blocks[0] if blocks.blocks else ()
+        if not detail:
+            return Lookup(blocks, (), (), num_hit_tokens)
         return Lookup(
             blocks=blocks,
             block_ids=tuple(b.block_id for b in group),
@@ -302,6 +306,13 @@ class V1Backend:
 
     def free(self, request) -> None:
         self.manager.free(request)
+
+    def take_removed_count(self) -> int:
+        """Drain vLLM's KV events, counting only evicted hashes (headless fast path)."""
+        removed = _vllm["BlockRemoved"]
+        return sum(
+            len(ev.block_hashes) for ev in self.manager.take_events() if isinstance(ev, removed)
+        )
 
     def take_events(self) -> list[KVEvent]:
         out: list[KVEvent] = []
@@ -348,8 +359,9 @@ class V1Backend:
         return self._pool.get_cached_block(block_hash, [0]) is not None
 
     @staticmethod
-    def request_block_hashes(request) -> list[bytes]:
-        return list(request.block_hashes)
+    def request_block_hash(request, index: int) -> bytes | None:
+        hashes = request.block_hashes
+        return hashes[index] if index < len(hashes) else None
 
     @staticmethod
     def num_computed_tokens(request) -> int:

@@ -1,0 +1,125 @@
+"""Headless replay against a bare loop of the same vLLM calls, in one run, side by side.
+
+Each side runs in its own process so peak RSS (ru_maxrss) is its own. Both read the trace
+with the same reader and build the same vLLM KVCacheManager (KV events on); the bare loop
+makes the scheduler's calls and records nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERSATION = ROOT.parent / "shared" / "data" / "mooncake" / "conversation_trace.jsonl"
+
+
+def _child(kind: str, trace: str, num_blocks: int, limit: int | None) -> dict:
+    import itertools
+
+    from engine.replay import SequentialReplay, cdiv, synth_output_tokens
+    from engine.trace import TraceReader
+    from engine.vllm_v1 import EngineSettings, V1Backend
+
+    settings = EngineSettings(block_size=16, num_blocks=num_blocks)
+    backend = V1Backend(settings)  # imports vLLM before the clock starts
+    requests = itertools.islice(TraceReader(trace), limit)
+    start = time.perf_counter()
+    if kind == "replay":
+        last = None
+        for last in SequentialReplay(backend, requests, detail=False):
+            pass
+        n, hits, queries = last.totals.requests, last.totals.hits, last.totals.queries
+    else:
+        m, bs = backend.manager, settings.block_size
+        hasher, make = backend._block_hasher, backend.new_request
+        n = hits = queries = 0
+        prev = None
+        for i, tr in enumerate(requests):
+            if prev is not None:
+                m.free(prev)
+            r = make(str(i), tr.prompt_token_ids, tr.arrival_time)
+            blocks, hit, _ = m.get_computed_blocks(r)
+            if m.allocate_slots(r, r.num_tokens - hit, hit, blocks) is None:
+                prev = None
+                continue
+            m.record_prefix_cache_stats(r, hit)
+            r.num_computed_tokens = r.num_tokens
+            out = synth_output_tokens(tr)
+            if out:
+                r.append_output_token_ids(out[0])
+                done, comp = 1, r.num_computed_tokens
+                while done < len(out):
+                    k = min(bs - comp % bs, len(out) - done)
+                    if k > 1:
+                        r.append_output_token_ids(list(out[done:done + k - 1]))
+                    if m.allocate_slots(r, k) is None:
+                        break
+                    done += k - 1
+                    comp += k
+                    r.num_computed_tokens = comp
+                    r.append_output_token_ids(out[done])
+                    done += 1
+            m.take_events()
+            s = m.make_prefix_cache_stats()
+            hits += s.hits
+            queries += s.queries
+            n += 1
+            prev = r
+        del hasher, cdiv
+    seconds = time.perf_counter() - start
+    return {
+        "kind": kind,
+        "seconds": seconds,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "requests": n,
+        "hit_rate": hits / queries if queries else 0.0,
+    }
+
+
+def run_side(kind: str, trace: Path, num_blocks: int, limit: int | None) -> dict:
+    cmd = [sys.executable, "-m", "bench.replay_bench", "--child", kind, "--trace", str(trace),
+           "--num-blocks", str(num_blocks)]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--child", choices=("replay", "bare"))
+    p.add_argument("--trace", default=str(CONVERSATION))
+    p.add_argument("--num-blocks", type=int, default=10000)
+    p.add_argument("--limit", type=int, default=None, help="first N requests only")
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child, args.trace, args.num_blocks, args.limit)))
+        return 0
+    trace = Path(args.trace)
+    if not trace.exists():
+        print(f"skip: {trace} not present")
+        return 0
+    bare = run_side("bare", trace, args.num_blocks, args.limit)
+    replay = run_side("replay", trace, args.num_blocks, args.limit)
+    t_ratio = replay["seconds"] / bare["seconds"]
+    m_ratio = replay["maxrss_mb"] / bare["maxrss_mb"]
+    print(f"== headless replay vs bare vLLM loop: {trace.name}, block 16, "
+          f"{args.num_blocks:,} blocks, {replay['requests']:,} requests")
+    print(f"{'':22}{'bare loop':>12}{'prefix-tui':>12}{'ratio':>8}  goal")
+    print(f"{'wall time (s)':22}{bare['seconds']:>12.2f}{replay['seconds']:>12.2f}"
+          f"{t_ratio:>7.2f}x  <= 1.25x {'ok' if t_ratio <= 1.25 else 'MISSED'}")
+    print(f"{'peak RSS (MB)':22}{bare['maxrss_mb']:>12.0f}{replay['maxrss_mb']:>12.0f}"
+          f"{m_ratio:>7.2f}x  <= 1.5x {'ok' if m_ratio <= 1.5 else 'MISSED'}")
+    print(f"{'hit rate':22}{bare['hit_rate']:>12.4f}{replay['hit_rate']:>12.4f}"
+          f"{'same' if abs(bare['hit_rate'] - replay['hit_rate']) < 1e-12 else 'DIFFER':>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
