@@ -108,3 +108,18 @@ def test_ctrl_c_stops_cleanly_with_partial_results(tmp_path):
     assert doc["status"]["state"] == "interrupted"
     assert 0 < doc["totals"]["requests"] == len(doc["requests"]) < 200_000
     assert "PREFIX SHARING METRICS" in stdout
+
+
+def test_quiet_by_default_and_verbose_lets_logs_through(tmp_path):
+    """vLLM's and torch's import-time log lines must not spill into the report."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VLLM_", "TORCH_"))}
+    run = subprocess.run([sys.executable, "-m", "tui", SINGLE, "--headless"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0
+    assert run.stderr == ""
+    assert "PREFIX SHARING METRICS" in run.stdout
+    assert "WARNING" not in run.stdout and "W11" not in run.stdout
+    loud = subprocess.run([sys.executable, "-m", "tui", SINGLE, "--headless", "--verbose"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 0 and loud.stderr != ""
