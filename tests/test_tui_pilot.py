@@ -1,0 +1,249 @@
+"""Pilot tests: drive the inspector with keys and clicks, and check what the panes hold
+against the engine's own records and metrics."""
+
+from __future__ import annotations
+
+from engine import metrics
+from engine.records import BlockState
+from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, at_step, chat_trace, eviction_trace, goto_step, wait_until
+from tui.app import InspectorApp
+from tui.widgets.block_inspector import BlockInspector
+from tui.widgets.events import EventsPanel
+from tui.widgets.free_queue import FreeQueuePanel
+from tui.widgets.modals import ErrorScreen, HelpScreen, PromptScreen
+from tui.widgets.pool_map import PoolMap
+from tui.widgets.request_panel import RequestPanel
+from tui.widgets.sequences import SequenceTable
+from tui.widgets.totals import TotalsPanel, totals_values
+
+
+def chat_app(**kw) -> InspectorApp:
+    return InspectorApp(None, CHAT, requests=chat_trace(), **kw)
+
+
+def assert_shows(app: InspectorApp, index: int) -> None:
+    """Every pane shows record ``index``."""
+    rec = app.history.records[index]
+    assert app.history.position == index
+    seq = rec.seqs[0]
+    table = app.block_table
+    assert table.letters == "".join(s.letter for s in seq.states)
+    assert table.block_ids == seq.block_ids
+    pool = app.query_one(PoolMap)
+    for bid, state in zip(seq.block_ids, seq.states):
+        assert pool.cell(bid)[1] == state.letter
+    totals = app.query_one(TotalsPanel)
+    assert totals.values == totals_values(rec.totals)
+    assert totals.values["sharing"] == f"{metrics.sharing_fraction(rec.totals):.1%}"
+    assert totals.values["hit_rate"] == f"{metrics.hit_rate(rec.totals):.1%}"
+    assert totals.values["hit_rate_recent"] == f"{metrics.recent_hit_rate(rec.totals):.1%}"
+    assert totals.values["sharing_avg"] == f"{metrics.avg_sharing_fraction(rec.totals):.1%}"
+    assert app.query_one(RequestPanel).record is rec
+    assert app.query_one(SequenceTable).cursor_row == index
+    assert [b for b, _ in app.query_one(FreeQueuePanel).chips()] == list(rec.free_head)
+    assert len(app.query_one(EventsPanel).lines()) == len(rec.events)
+    assert app.header.step == index + 1
+
+
+async def test_step_forward_back_and_keys():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, at_step(app, 0))
+        assert_shows(app, 0)
+        for i in (1, 2, 3):
+            await pilot.press("right")
+            await wait_until(pilot, at_step(app, i))
+            assert_shows(app, i)
+        await pilot.press("n")
+        await wait_until(pilot, at_step(app, 4))
+        await pilot.press("left", "p")
+        await wait_until(pilot, at_step(app, 2))
+        assert_shows(app, 2)
+        await pilot.press("end")
+        await wait_until(pilot, at_step(app, 11))
+        assert_shows(app, 11)
+        assert app.header.step_text == "step 12 / 12"
+        await pilot.press("home")
+        await wait_until(pilot, at_step(app, 0))
+        assert_shows(app, 0)
+
+
+async def test_going_back_rebuilds_the_pool_without_vllm():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_step(pilot, app, 9)
+        made = len(app.feed.records)
+        pool_at_9 = list(app.history.pool)
+        await goto_step(pilot, app, 2)
+        await goto_step(pilot, app, 9)
+        assert list(app.history.pool) == pool_at_9
+        assert len(app.feed.records) == made  # nothing re-ran
+
+
+async def test_recomputed_last_block_is_visible():
+    # Turn 1 of conversation 0 (step 3) sends exactly turn 0's prompt + output's blocks?
+    # Find a step whose record vLLM marked recomputed and check the R cell is drawn.
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_step(pilot, app, 11)
+        steps = [r.index for r in app.history.records if r.request.recomputed_last_block]
+        for i in steps[:2]:
+            await goto_step(pilot, app, i)
+            assert "R" in app.block_table.letters
+            assert "recomputed" in app.history.current.note
+
+
+async def test_play_and_pause():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, at_step(app, 0))
+        await pilot.press("plus", "plus", "plus")  # faster: 50 steps/s
+        await pilot.press("space")
+        await wait_until(pilot, lambda: app.history.position == 11 and not app._playing)
+        assert_shows(app, 11)
+        await pilot.press("home", "space")
+        await wait_until(pilot, lambda: app.history.position >= 1)
+        await pilot.press("space")
+        assert not app._playing
+
+
+async def test_go_to_step_and_find():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, at_step(app, 0))
+        await pilot.press("g")
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press("8", "enter")
+        await wait_until(pilot, at_step(app, 7))
+        assert_shows(app, 7)
+        await pilot.press("slash")
+        await pilot.press(*"c2-t2", "enter")
+        target = next(r.index for r in chat_trace() if r.request_id == "c2-t2")
+        await wait_until(pilot, at_step(app, target))
+        assert app.query_one(RequestPanel).record.request.request_id == "c2-t2"
+
+
+async def test_select_block_by_click_and_keys():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_step(pilot, app, 4)
+        rec = app.history.current
+        seq = rec.seqs[0]
+        pool = app.query_one(PoolMap)
+        # Click the pool map cell of the request's first block.
+        bid = seq.block_ids[0]
+        grid = pool.grid
+        row, col = divmod(bid, grid.per_row)
+        x = grid.label + col * grid.cell + grid.pad
+        y = row * grid.row_height
+        await pilot.click(PoolMap, offset=(x + 1 + pool.gutter.left, y + pool.gutter.top))
+        await wait_until(pilot, lambda: app.selected_block == bid)
+        inspector = app.query_one(BlockInspector)
+        await wait_until(pilot, lambda: inspector.report is not None and inspector.report.block_id == bid)
+        report = inspector.report
+        assert report.slot == app.history.slot(bid)
+        assert report.state is seq.states[0]
+        assert report.position == 0
+        assert report.token_ids == rec.request.request.prompt_token_ids[:4]
+        assert report.num_uses == sum(bid in r.seqs[0].block_ids for r in app.history.records[:5])
+        assert report.cached and report.cached[0] == 0  # the system prompt was cached at step 1
+        # "]" walks the block table.
+        await pilot.press("right_square_bracket")
+        await wait_until(pilot, lambda: app.selected_block == seq.block_ids[1])
+        assert app.block_table.selected == seq.block_ids[1]
+        assert pool.selected == seq.block_ids[1]
+        # A click on the block table selects too.
+        table = app.block_table
+        await pilot.click(type(table), offset=(table.gutter.left + 2, table.gutter.top))
+        await wait_until(pilot, lambda: app.selected_block == seq.block_ids[0])
+
+
+async def test_select_row_jumps_to_step():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, at_step(app, 0))
+        table = app.query_one(SequenceTable)
+        table.focus()
+        await pilot.press("down", "down", "down")
+        await wait_until(pilot, at_step(app, 3))
+        assert_shows(app, 3)
+        await pilot.click(SequenceTable, offset=(10, table.gutter.top + 1 + 6))  # header, row 6
+        await wait_until(pilot, at_step(app, 6))
+        assert_shows(app, 6)
+
+
+async def test_eviction_step_shows_e_and_removed_events():
+    app = InspectorApp(None, TINY, requests=eviction_trace())
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_step(pilot, app, EVICTION_STEP)
+        rec = app.history.current
+        assert rec.evicted, "the scenario must evict"
+        assert "E" in app.block_table.letters
+        assert rec.request.evicted_blocks == len(rec.evicted)
+        assert "evicted" in rec.note
+        pool = app.query_one(PoolMap)
+        seq = rec.seqs[0]
+        states = dict(zip(seq.block_ids, seq.states))
+        for bid, _h in rec.evicted:
+            # The block the request now holds shows its block-table letter: E, or P when
+            # the evicted block became the request's partial tail block.
+            assert pool.cell(bid)[1] == states[bid].letter
+            assert states[bid] in (BlockState.NEW_EVICTED, BlockState.PARTIAL)
+        kinds = [kind for kind, _ in app.query_one(EventsPanel).lines()]
+        assert "removed" in kinds
+        assert app.query_one(TotalsPanel).values["evictions"] == str(rec.totals.evictions)
+
+
+async def test_help_and_error_screens():
+    app = chat_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, at_step(app, 0))
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("right")  # keys of the main screen stay out of the modal
+        assert app.history.position == 0
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("e")  # nothing failed: a notification, no modal
+        assert not isinstance(app.screen, ErrorScreen)
+
+
+async def test_not_fitted_request_is_shown_and_app_keeps_going():
+    reqs = eviction_trace()[:2]
+    from engine.trace_types import TraceRequest
+
+    huge = TraceRequest(index=2, line=3, request_id="huge", arrival_time=2.0,
+                        prompt_token_ids=tuple(range(9000, 9000 + 200)), output_len=1)
+    after = TraceRequest(index=3, line=4, request_id="after", arrival_time=3.0,
+                         prompt_token_ids=tuple(range(20)), output_len=1)
+    app = InspectorApp(None, TINY, requests=[*reqs, huge, after])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await goto_step(pilot, app, 2)
+        assert "did not fit" in app.history.current.note
+        assert app.block_table.seq is None
+        await pilot.press("e")
+        assert isinstance(app.screen, ErrorScreen)
+        await pilot.press("escape")
+        await pilot.press("right")
+        await wait_until(pilot, at_step(app, 3))
+        assert app.query_one(RequestPanel).record.request.request_id == "after"
+
+
+async def test_narrow_layout_keeps_pool_and_table_and_tabs_side_panes():
+    app = chat_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, at_step(app, 0))
+        assert app.screen.has_class("-narrow")
+        assert app.query_one(PoolMap).region.height >= 3
+        assert app.block_table.region.height >= 2
+        visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
+        assert visible == ["totals"]
+        await pilot.press("t")
+        await pilot.pause()
+        visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
+        assert visible == ["sequences"]
+        # Selecting a block brings the inspector pane forward.
+        app.action_select_block(app.history.current.seqs[0].block_ids[0])
+        await pilot.pause()
+        visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
+        assert visible == ["inspector"]

@@ -1,0 +1,41 @@
+"""Snapshot tests of the inspector (pytest-textual-snapshot). Regenerate after a deliberate
+change with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs.
+
+Each snapshot waits (run_before) until vLLM is up and the cursor sits on the wanted step,
+so no loading text, clock or timing leaks into the picture.
+"""
+
+from __future__ import annotations
+
+from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, chat_trace, eviction_trace, goto_step
+from tui.app import InspectorApp
+
+
+def _at(index: int, *keys: str):
+    async def run_before(pilot) -> None:
+        await goto_step(pilot, pilot.app, index)
+        if keys:
+            await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+def test_main_screen_80x24(snap_compare):
+    app = InspectorApp(None, CHAT, requests=chat_trace())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_at(6))
+
+
+def test_main_screen_160x50(snap_compare):
+    app = InspectorApp(None, CHAT, requests=chat_trace())
+    assert snap_compare(app, terminal_size=(160, 50), run_before=_at(6))
+
+
+def test_help_screen(snap_compare):
+    app = InspectorApp(None, CHAT, requests=chat_trace())
+    assert snap_compare(app, terminal_size=(120, 40), run_before=_at(0, "question_mark"))
+
+
+def test_eviction_step_160x50(snap_compare):
+    app = InspectorApp(None, TINY, requests=eviction_trace())
+    assert snap_compare(app, terminal_size=(160, 50), run_before=_at(EVICTION_STEP))

@@ -1,0 +1,72 @@
+"""Shared scenarios and waits for the TUI tests (no tests here).
+
+Two tiny traces at block size 4 keep every test fast and every screen small enough to read:
+``chat_trace`` (three conversations sharing a system prompt, in a roomy pool) and
+``eviction_trace`` (distinct prompts in a 24-block pool, so cached blocks get evicted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from engine.trace_types import TraceRequest
+from engine.vllm_v1 import EngineSettings
+
+CHAT = EngineSettings(block_size=4, num_blocks=64)
+TINY = EngineSettings(block_size=4, num_blocks=24)
+EVICTION_STEP = 4
+SYSTEM = tuple(range(100, 112))  # three full blocks every conversation starts with
+
+
+def chat_trace(n: int = 12) -> list[TraceRequest]:
+    """Turn k of conversation c sends the system prompt and all earlier turns: each turn's
+    prompt extends the previous one, as a chat client does."""
+    out = []
+    for i in range(n):
+        conv, turn = i % 3, i // 3
+        body = tuple(1000 * (conv + 1) + k for k in range(4 + 4 * turn))
+        tail = (7,) if i % 2 else ()  # odd steps end mid-block (a partial block)
+        out.append(TraceRequest(
+            index=i, line=i + 1, request_id=f"c{conv}-t{turn}", arrival_time=i * 0.5,
+            prompt_token_ids=SYSTEM + body + tail, output_len=3,
+            conversation_id=f"c{conv}", turn=turn,
+        ))
+    return out
+
+
+def eviction_trace() -> list[TraceRequest]:
+    """Distinct 20-token prompts fill the 23 usable blocks of TINY; the fifth (step 4) has
+    to evict cached blocks (E), and the sixth comes back to the first prompt, part of
+    which is gone."""
+    prompts = [tuple(5000 * (p + 1) + k for k in range(20)) for p in range(5)]
+    prompts.append(prompts[0])
+    return [
+        TraceRequest(index=i, line=i + 1, request_id=f"r{i}", arrival_time=float(i),
+                     prompt_token_ids=p, output_len=3)
+        for i, p in enumerate(prompts)
+    ]
+
+
+async def wait_until(pilot, cond: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Pump the app until ``cond()``; the first app in a process imports vLLM (seconds)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+def at_step(app, index: int) -> Callable[[], bool]:
+    """The cursor is at step ``index`` and the screen shows it."""
+    return lambda: (
+        app.history.position == index and not app._show_scheduled and app._target is None
+        and app.header.step == index + 1
+    )
+
+
+async def goto_step(pilot, app, index: int) -> None:
+    await wait_until(pilot, lambda: app.history.position >= 0)
+    app._goto(index)
+    await wait_until(pilot, at_step(app, index))

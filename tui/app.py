@@ -1,0 +1,557 @@
+"""The inspector app: layout, keys, and the cursor over recorded steps.
+
+Threads: three workers run the Feed (tui/inspector.py): reading the trace, importing
+vLLM / building the pool, and replaying. They post messages (tui/messages.py); this
+class handles them on the UI thread, copies new records into the History and redraws.
+Attributes go down (``feed.want``), messages come up; no worker touches a widget.
+
+The cursor is History's: going back rewinds pool deltas, never re-runs vLLM. A step the
+replay has not reached yet becomes ``_target``; the feed is asked for it and the cursor
+moves when the records arrive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Tab, Tabs
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from engine.history import History
+from engine.records import Outcome, StepRecord
+from engine.trace_types import TraceRequest
+from engine.vllm_v1 import EngineSettings
+from tui.inspector import Feed
+from tui.messages import (
+    BlockClicked,
+    BlockReport,
+    EngineFailed,
+    EngineReady,
+    EngineStatus,
+    ReplayProgress,
+    TraceFailed,
+    TraceProgress,
+)
+from tui.widgets.block_inspector import BlockInspector, scan_block
+from tui.widgets.block_table import BlockTable
+from tui.widgets.events import EventsPanel
+from tui.widgets.free_queue import FreeQueuePanel
+from tui.widgets.header import InspectorHeader
+from tui.widgets.legend import Legend
+from tui.widgets.modals import ErrorScreen, HelpScreen, PromptScreen
+from tui.widgets.pool_map import PoolMap
+from tui.widgets.request_panel import RequestPanel
+from tui.widgets.sequences import SequenceTable
+from tui.widgets.totals import SPARK_STEPS, TotalsPanel
+
+SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)  # steps per second
+TICK_S = 1 / 30  # playback never redraws faster than this
+SIDE_PANES = (("totals", "Totals"), ("sequences", "Requests"), ("inspector", "Block"),
+              ("freeq", "Free queue"), ("events", "Events"))
+
+
+class InspectorApp(App[int]):
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False  # every action has a key; the footer needs the room
+    TITLE = "prefix-tui"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        # Priority: stepping works whichever pane has focus (check_action keeps them out of
+        # modal screens, where an Input needs the arrows).
+        Binding("right,n", "step(1)", "Next", key_display="→", priority=True),
+        Binding("left,p", "step(-1)", "Back", key_display="←", priority=True),
+        Binding("space", "play", "Play", priority=True),
+        Binding("plus,equals_sign", "speed(1)", "Speed", key_display="+/-"),
+        Binding("minus", "speed(-1)", "Slower", show=False),
+        Binding("g", "goto", "Go to"),
+        Binding("home", "first", "First", show=False, priority=True),
+        Binding("end", "last", "Last", show=False, priority=True),
+        Binding("slash", "find", "Find", key_display="/"),
+        Binding("left_square_bracket", "walk_block(-1)", "Prev block", show=False),
+        Binding("right_square_bracket", "walk_block(1)", "Next block", show=False),
+        Binding("b", "pick_block", "Block id", show=False),
+        Binding("e", "error", "Error", show=False),
+        Binding("t", "next_pane", "Pane", show=False),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        trace_path: str | None,
+        settings: EngineSettings,
+        *,
+        tokenizer_name: str | None = None,
+        trace_block_size: int = 512,
+        verbose: bool = False,
+        requests: Iterable[TraceRequest] | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.trace_name = Path(trace_path).name if trace_path else "(requests)"
+        self.tokenizer_name = tokenizer_name
+        self.feed = Feed(
+            self.post_message, trace_path, settings, tokenizer_name=tokenizer_name,
+            trace_block_size=trace_block_size, verbose=verbose, requests=requests,
+        )
+        # A checkpoint is a copy of the pool: keep them to ~1 MB-equivalent each interval.
+        self.history = History(settings.num_blocks, checkpoint_every=max(512, settings.num_blocks // 64))
+        self.vllm_version: str | None = None
+        self.engine_status = "starting"
+        self.engine_error: tuple[str, str] | None = None
+        self.trace_error: str | None = None
+        self.read_count = 0
+        self.read_fraction = 0.0
+        self._target: int | None = None
+        self._hit_series: list[float] = []
+        self._revealed = 0  # sequence-table rows showing their replay results
+        self._auto_rows: set[int] = set()  # table rows the app moved the cursor to
+        self._playing = False
+        self._speed = SPEEDS.index(5)
+        self._timer = None
+        self._show_scheduled = False
+        self.selected_block: int | None = None
+        self._spinner = 0
+
+    # -- layout --------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        s = self.settings
+        yield InspectorHeader(self.trace_name, s, id="header")
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield RequestPanel(s.block_size, id="request")
+                yield BlockTable(s.num_blocks, id="blocks")
+                yield PoolMap(s.num_blocks, id="pool")
+                yield Legend(id="legend")
+            with Vertical(id="side"):
+                yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="side-tabs")
+                yield TotalsPanel(id="totals", classes="pane -active")
+                yield SequenceTable(s.block_size, id="sequences", classes="pane")
+                yield BlockInspector(id="inspector", classes="pane")
+                yield FreeQueuePanel(id="freeq", classes="pane")
+                yield EventsPanel(id="events", classes="pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#blocks").border_title = "block table"
+        self.query_one("#pool").border_title = f"block pool ({self.settings.num_blocks:,} blocks)"
+        self.query_one("#totals").border_title = "totals"
+        self.query_one("#sequences").border_title = "requests"
+        self.query_one("#inspector").border_title = "block inspector"
+        self.query_one("#freeq").border_title = "free queue"
+        self.query_one("#events").border_title = "KV events"
+        self.pool_map.show(self.history.pool, {}, frozenset())
+        self._show_loading()
+        self._spin_timer = self.set_interval(0.2, self._spin)
+        self._read_trace()
+        self._start_engine()
+
+    def on_unmount(self) -> None:
+        self.feed.close()
+
+    @property
+    def pool_map(self) -> PoolMap:
+        return self.query_one(PoolMap)
+
+    @property
+    def block_table(self) -> BlockTable:
+        return self.query_one(BlockTable)
+
+    @property
+    def sequences(self) -> SequenceTable:
+        return self.query_one(SequenceTable)
+
+    @property
+    def header(self) -> InspectorHeader:
+        return self.query_one(InspectorHeader)
+
+    # -- workers (thread bodies live in the Feed) ----------------------------------------------
+    @work(thread=True, exit_on_error=False, group="trace", name="read trace")
+    def _read_trace(self) -> None:
+        self.feed.read_trace()
+
+    @work(thread=True, exit_on_error=False, group="engine", name="start vLLM")
+    def _start_engine(self) -> None:
+        self.feed.start_engine()
+
+    @work(thread=True, exit_on_error=False, group="replay", name="replay")
+    def _run_replay(self) -> None:
+        self.feed.run_replay()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="inspect", name="scan block")
+    def _scan_block(self, block_id: int, upto: int, slot, text_trace: bool) -> None:
+        worker = get_current_worker()
+        decode = None
+        if text_trace:
+            from engine.tokenize import load_tokenizer
+
+            try:
+                decode = load_tokenizer(self.tokenizer_name).decode
+            except Exception:  # a tokenizer that cannot load only costs the decoded text
+                decode = None
+        report = scan_block(
+            self.history.records, upto, block_id, slot, self.settings.block_size,
+            decode=decode, cancelled=lambda: worker.is_cancelled,
+        )
+        if not report.cancelled:
+            self.post_message(BlockReport(report))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Feed methods report their expected failures as messages; this catches the rest.
+        if event.state is WorkerState.ERROR:
+            err = event.worker.error
+            text = f"{event.worker.name} failed: {type(err).__name__}: {err}"
+            import traceback as tb
+
+            trace = "".join(tb.format_exception(err)) if err is not None else ""
+            if event.worker.group in ("engine", "replay"):
+                self.engine_error = (text, trace)
+                self.engine_status = "failed"
+            self.notify(text, severity="error", markup=False, timeout=10)
+            self._update_status()
+
+    # -- messages from the workers -------------------------------------------------------------
+    def on_trace_progress(self, msg: TraceProgress) -> None:
+        start = self.read_count
+        requests = self.feed.requests[start:msg.count]
+        self.read_count = msg.count
+        self.read_fraction = msg.bytes_read / msg.total_bytes if msg.total_bytes else 1.0
+        self.sequences.add_requests(requests)
+        self.header.update_state(total=msg.count, total_final=msg.done)
+        if msg.done and not msg.count and self.trace_error is None:
+            self.trace_error = "the trace has no requests"
+        if not self.history.records:
+            self._show_loading()
+        self._update_status()
+
+    def on_trace_failed(self, msg: TraceFailed) -> None:
+        self.trace_error = msg.text
+        self.notify(f"trace error: {msg.text}", severity="error", markup=False, timeout=10)
+        self._update_status()
+
+    def on_engine_status(self, msg: EngineStatus) -> None:
+        self.engine_status = msg.text
+        self._show_loading()
+        self._update_status()
+
+    def on_engine_ready(self, msg: EngineReady) -> None:
+        self.vllm_version = msg.vllm_version
+        self.engine_status = "ready"
+        self.header.update_state(vllm_version=msg.vllm_version)
+        self._run_replay()
+        self._update_status()
+
+    def on_engine_failed(self, msg: EngineFailed) -> None:
+        self.engine_error = (msg.text, msg.traceback)
+        self.engine_status = "failed"
+        self._show_loading()
+        self._update_status()
+
+    def on_replay_progress(self, msg: ReplayProgress) -> None:
+        start = len(self.history)
+        new = self.feed.records[start:msg.count]
+        for rec in new:
+            self.history.append(rec)
+            r = rec.request
+            self._hit_series.append(r.hit_tokens / r.prompt_tokens if r and r.prompt_tokens else 0.0)
+        if self._target is not None and (self._target < len(self.history) or msg.done):
+            target, self._target = self._target, None
+            self._seek(min(target, len(self.history) - 1))
+        elif self.history.position < 0 and self.history.records:
+            self._seek(0)
+        if msg.done:
+            self._update_total()
+        self._update_status()
+
+    def on_block_report(self, msg: BlockReport) -> None:
+        report = msg.report
+        if report.block_id == self.selected_block:
+            self.query_one(BlockInspector).show(report)
+
+    def on_block_clicked(self, msg: BlockClicked) -> None:
+        self.action_select_block(msg.block_id)
+
+    @on(DataTable.RowSelected, "#sequences")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self._goto(event.cursor_row)
+
+    @on(DataTable.RowHighlighted, "#sequences")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        # One click (or ↑/↓ in the table) jumps to that step. Moves the app made itself
+        # to follow the cursor are remembered in _auto_rows and ignored here.
+        if event.cursor_row in self._auto_rows:
+            self._auto_rows.discard(event.cursor_row)
+            return
+        current = self._target if self._target is not None else self.history.position
+        if event.cursor_row != current:
+            self._goto(event.cursor_row)
+
+    @on(Tabs.TabActivated, "#side-tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        pane = (event.tab.id or "").removeprefix("tab-")
+        for widget in self.query(".pane"):
+            widget.set_class(widget.id == pane, "-active")
+
+    # -- the cursor ------------------------------------------------------------------------------
+    def _last_index(self) -> int | None:
+        """The last step that can exist, when known."""
+        if self.feed.replay_done:
+            return len(self.history) - 1
+        if self.feed.read_done:
+            return self.read_count - 1
+        return None
+
+    def _goto(self, index: int) -> None:
+        last = self._last_index()
+        if last is not None:
+            index = min(index, last)
+        index = max(index, 0)
+        if index < len(self.history):
+            self._target = None
+            self._seek(index)
+        else:
+            self._target = index
+            self.feed.want(index + 1 + Feed.RUN_AHEAD)
+            self._update_status()
+
+    def _seek(self, index: int) -> None:
+        if index < 0:
+            return
+        self.history.seek(index)
+        self.feed.want(index + 1 + Feed.RUN_AHEAD)
+        self._schedule_show()
+
+    def _schedule_show(self) -> None:
+        # Coalesce: a burst of keys (a held arrow, top-speed play) redraws once.
+        if not self._show_scheduled:
+            self._show_scheduled = True
+            self.call_later(self._show_step)
+
+    def _show_step(self) -> None:
+        self._show_scheduled = False
+        rec = self.history.current
+        if rec is None:
+            return
+        i = rec.index
+        seq = rec.seqs[0] if rec.seqs else None
+        current = dict(zip(seq.block_ids, seq.states)) if seq else {}
+        evicted = frozenset(bid for bid, _ in rec.evicted)
+        self.pool_map.show(self.history.pool, current, evicted)
+        placeholder = ""
+        if seq is None and rec.request is not None:
+            placeholder = "no blocks: " + rec.note
+        self.block_table.show(seq, placeholder)
+        self.query_one(RequestPanel).show(rec)
+        self.query_one(TotalsPanel).show(rec.totals, self._hit_series[max(0, i + 1 - SPARK_STEPS): i + 1])
+        if i + 1 > self._revealed:
+            # The table shows replay results only up to the furthest step visited: no
+            # spoilers of what the replay (running ahead) already knows.
+            self.sequences.apply_records(self.history.records[self._revealed : i + 1])
+            self._revealed = i + 1
+        if self.sequences.cursor_row != i and i < self.sequences.row_count:
+            self._auto_rows.add(i)
+            self.sequences.follow(i)
+        self.query_one(FreeQueuePanel).show(rec, self.history.pool)
+        self.query_one(EventsPanel).show(rec)
+        self.header.update_state(step=i + 1)
+        if self.selected_block is not None:
+            self._inspect(self.selected_block)
+        if self._playing and (rec.error is not None or rec.request.outcome is Outcome.ERROR):
+            self._set_playing(False)  # stop on an error: it is shown at its step
+        self._update_status()
+
+    def _update_total(self) -> None:
+        if self.feed.replay_done and len(self.history) < self.read_count:
+            # The replay stopped early (vLLM raised): those are all the steps there are.
+            self.header.update_state(total=len(self.history), total_final=True)
+
+    # -- status line ------------------------------------------------------------------------------
+    def _spin(self) -> None:
+        self._spinner += 1
+        loading = self.engine_status not in ("ready", "failed") or (
+            self._target is not None and self._target >= len(self.history)
+        )
+        if loading:
+            self._update_status()
+        elif self.engine_status in ("ready", "failed") and not self.feed.read_done:
+            self._update_status()
+
+    def _update_status(self) -> None:
+        spin = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"[self._spinner % 10]
+        parts = []
+        if self.engine_status == "failed":
+            parts.append("vLLM failed (e: details)")
+        elif self.engine_status != "ready":
+            parts.append(f"{spin} {self.engine_status}")
+        if not self.feed.read_done:
+            parts.append(f"reading trace {self.read_fraction:.0%}")
+        if self.trace_error:
+            parts.append("trace error (e)")
+        if self._target is not None and self.engine_status == "ready":
+            done = len(self.history)
+            parts.append(f"{spin} replaying to step {self._target + 1:,} ({done:,} done)")
+        if self._playing:
+            parts.append(f"▶ {SPEEDS[self._speed]}/s")
+        self.header.update_state(status=" · ".join(parts))
+
+    def _show_loading(self) -> None:
+        if self.history.records:
+            return
+        lines = []
+        if self.engine_status == "failed" and self.engine_error:
+            lines.append(f"vLLM could not start: {self.engine_error[0]}  (press e for the traceback)")
+        else:
+            lines.append(
+                f"Starting vLLM's KV-cache manager: {self.engine_status}… (importing vLLM takes a "
+                "few seconds). The requests pane lists the trace already."
+            )
+        if self.trace_error:
+            lines.append(f"Trace: {self.trace_error}")
+        self.query_one(RequestPanel).show(None, "\n".join(lines))
+        self.block_table.show(None, "")
+
+    # -- actions ------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # App-level keys belong to the main screen; a modal (help, prompt) gets its own.
+        if self.screen is not self.screen_stack[0] and action not in ("quit", "select_block"):
+            return False
+        return True
+
+    def action_step(self, delta: int) -> None:
+        base = self._target if self._target is not None else self.history.position
+        self._goto(base + delta if base >= 0 else 0)
+
+    def action_first(self) -> None:
+        self._goto(0)
+
+    def action_last(self) -> None:
+        last = self._last_index()
+        self._goto(last if last is not None else 1 << 62)
+
+    def action_play(self) -> None:
+        self._set_playing(not self._playing)
+
+    def action_speed(self, delta: int) -> None:
+        self._speed = max(0, min(len(SPEEDS) - 1, self._speed + delta))
+        if self._playing:
+            self._set_playing(True)
+        else:
+            self.notify(f"speed {SPEEDS[self._speed]} steps/s", timeout=1.5)
+        self._update_status()
+
+    def _set_playing(self, playing: bool) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._playing = playing
+        if playing:
+            speed = SPEEDS[self._speed]
+            interval = max(1 / speed, TICK_S)
+            self._per_tick = max(1, round(speed * interval))
+            self._timer = self.set_interval(interval, self._tick)
+        self._update_status()
+
+    def _tick(self) -> None:
+        if self._target is not None:
+            return  # waiting for the replay to catch up
+        last = self._last_index()
+        if last is not None and self.history.position >= last:
+            self._set_playing(False)
+            return
+        self._goto(self.history.position + self._per_tick)
+
+    def action_goto(self) -> None:
+        def done(value: str | None) -> None:
+            if value:
+                try:
+                    self._goto(int(value.replace(",", "")) - 1)
+                except ValueError:
+                    self.notify(f"not a step number: {value!r}", severity="warning", markup=False)
+
+        self.push_screen(PromptScreen(f"Go to step (1–{self.read_count:,}):", "step number"), done)
+
+    def action_find(self) -> None:
+        def done(value: str | None) -> None:
+            if not value:
+                return
+            index = find_request(self.feed.requests[: self.read_count], value)
+            if index is None:
+                self.notify(f"no request id matches {value!r}", severity="warning", markup=False)
+            else:
+                self._goto(index)
+
+        self.push_screen(PromptScreen("Find request id (exact, else first containing it):", "id"), done)
+
+    def action_pick_block(self) -> None:
+        def done(value: str | None) -> None:
+            if value:
+                try:
+                    self.action_select_block(int(value))
+                except ValueError:
+                    self.notify(f"not a block id: {value!r}", severity="warning", markup=False)
+
+        self.push_screen(PromptScreen(f"Block id (0–{self.settings.num_blocks - 1:,}):", "block id"), done)
+
+    def action_select_block(self, block_id: int) -> None:
+        if not 0 <= block_id < self.settings.num_blocks:
+            self.notify(f"no block {block_id} in this pool", severity="warning")
+            return
+        self.selected_block = block_id
+        self.pool_map.select(block_id)
+        self.block_table.select(block_id)
+        if self.screen.has_class("-narrow"):
+            self.query_one(Tabs).active = "tab-inspector"
+        self._inspect(block_id)
+
+    def action_walk_block(self, delta: int) -> None:
+        ids = self.block_table.block_ids
+        if not ids:
+            return
+        pos = self.block_table.position_of(self.selected_block) if self.selected_block is not None else None
+        pos = (0 if delta > 0 else len(ids) - 1) if pos is None else (pos + delta) % len(ids)
+        self.action_select_block(ids[pos])
+
+    def _inspect(self, block_id: int) -> None:
+        upto = self.history.position
+        inspector = self.query_one(BlockInspector)
+        if upto < 0:
+            return
+        inspector.show_pending(block_id, upto)
+        self._scan_block(block_id, upto, self.history.slot(block_id), self.feed.text_trace)
+
+    def action_error(self) -> None:
+        rec = self.history.current
+        if rec is not None and rec.error is not None:
+            self.push_screen(ErrorScreen(f"vLLM raised at step {rec.index + 1}", rec.error.message, rec.error.traceback))
+        elif rec is not None and rec.request is not None and rec.request.outcome is not Outcome.OK:
+            self.push_screen(ErrorScreen(f"Step {rec.index + 1}: {rec.request.outcome.value}", rec.note))
+        elif self.engine_error is not None:
+            self.push_screen(ErrorScreen("vLLM could not start", *self.engine_error))
+        elif self.trace_error is not None:
+            self.push_screen(ErrorScreen("Trace error", self.trace_error))
+        else:
+            self.notify("nothing went wrong at this step", timeout=2)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_next_pane(self) -> None:
+        tabs = self.query_one(Tabs)
+        ids = [f"tab-{pane}" for pane, _ in SIDE_PANES]
+        current = ids.index(tabs.active) if tabs.active in ids else -1
+        tabs.active = ids[(current + 1) % len(ids)]
+
+
+def find_request(requests: list[TraceRequest], query: str) -> int | None:
+    for req in requests:
+        if req.request_id == query:
+            return req.index
+    for req in requests:
+        if query in req.request_id:
+            return req.index
+    return None

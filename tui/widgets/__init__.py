@@ -1,0 +1,1 @@
+"""The inspector's widgets: one small module per pane."""

@@ -1,0 +1,201 @@
+"""The block inspector: one physical block's hash, ref count, tokens and history.
+
+``scan_block`` walks the step records up to the cursor and runs in a thread worker (a
+100k-step history takes a moment); it reads only immutable records, returns plain data,
+and the app posts the result back as a BlockReport message. The widget just prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from engine.records import BlockState, Slot, StepRecord, slot_status
+from engine.replay import synth_output_tokens
+from tui.widgets import palette
+from tui.widgets.safe import safe_text
+
+MAX_USES = 200  # the newest uses listed; the count covers all
+
+
+@dataclass(frozen=True, slots=True)
+class BlockReport:
+    block_id: int
+    step: int  # the cursor (0-based) the scan ran up to
+    slot: Slot
+    status: str
+    state: BlockState | None  # its state in the current request's block table, if there
+    holder: str | None = None  # request whose tokens are shown
+    holder_step: int | None = None
+    position: int | None = None  # logical block index in that request
+    token_ids: tuple[int, ...] = ()
+    first_token: int = 0  # index of token_ids[0] in the holder's prompt + output
+    text: str | None = None  # decoded tokens (text traces only)
+    uses: tuple[tuple[int, str, str], ...] = ()  # (step, request id, state letter), newest last
+    num_uses: int = 0
+    cached: tuple[int, ...] = ()  # steps at which it got a hash (vLLM cached it)
+    reused: tuple[int, ...] = ()  # steps at which it was a prefix-cache hit
+    evicted: tuple[int, ...] = ()  # steps at which it lost its hash to an eviction
+    cancelled: bool = field(default=False)
+
+
+def status_text(block_id: int, slot: Slot, null_block_id: int = 0) -> str:
+    status = slot_status(block_id, slot, null_block_id)
+    cls = palette.pool_class(status, slot[0])
+    if cls in (palette.POOL_USED, palette.POOL_USED_MANY):
+        return f"in use, ref count {slot[0]}"
+    return palette.POOL_LABEL[cls]
+
+
+def scan_block(
+    records: Sequence[StepRecord],
+    upto: int,
+    block_id: int,
+    slot: Slot,
+    block_size: int,
+    *,
+    decode: Callable[[Sequence[int]], str] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    null_block_id: int = 0,
+) -> BlockReport:
+    """Everything the records say about ``block_id`` in steps [0, upto]."""
+    uses: list[tuple[int, str, str]] = []
+    num_uses = 0
+    cached: list[int] = []
+    reused: list[int] = []
+    evicted: list[int] = []
+    last: tuple[StepRecord, int] | None = None  # newest record holding it, and its position
+    current_state = None
+    for i in range(min(upto, len(records) - 1) + 1):
+        if i % 2048 == 0 and cancelled():
+            return BlockReport(block_id, upto, slot, status_text(block_id, slot), None, cancelled=True)
+        rec = records[i]
+        for bid, before, after in rec.pool_delta:
+            if bid == block_id and after[1] is not None and after[1] != before[1]:
+                cached.append(i)
+        for bid, _h in rec.evicted:
+            if bid == block_id:
+                evicted.append(i)
+        for seq in rec.seqs:
+            if block_id in seq.block_ids:
+                pos = seq.block_ids.index(block_id)
+                state = seq.states[pos]
+                num_uses += 1
+                uses.append((i, seq.request_id, state.letter))
+                if len(uses) > MAX_USES:
+                    del uses[0]
+                if state.is_hit:
+                    reused.append(i)
+                last = (rec, pos)
+                if i == upto:
+                    current_state = state
+    report = BlockReport(
+        block_id, upto, slot, status_text(block_id, slot, null_block_id), current_state,
+        uses=tuple(uses), num_uses=num_uses, cached=tuple(cached), reused=tuple(reused),
+        evicted=tuple(evicted),
+    )
+    if last is None:
+        return report
+    rec, pos = last
+    result = rec.request
+    req = result.request if result is not None else None
+    if req is None:
+        return report
+    tokens = req.prompt_token_ids + synth_output_tokens(req)[: result.output_tokens]
+    ids = tuple(tokens[pos * block_size : (pos + 1) * block_size])
+    text = decode(ids) if (decode is not None and req.text is not None) else None
+    return replace(
+        report, holder=req.request_id, holder_step=rec.index, position=pos, token_ids=ids,
+        first_token=pos * block_size, text=text,
+    )
+
+
+def _steps(steps: tuple[int, ...], limit: int = 12) -> str:
+    if not steps:
+        return "never"
+    shown = ", ".join(str(s + 1) for s in steps[-limit:])
+    return (f"… {shown}" if len(steps) > limit else shown) + f" ({len(steps)})" * (len(steps) > 1)
+
+
+class BlockInspector(VerticalScroll):
+    COMPONENT_CLASSES = palette.COMPONENT_CLASSES | {"inspector--dim", "inspector--title"}
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.report: BlockReport | None = None
+        self.pending: int | None = None
+        self._palette = palette.Palette(self)
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._hint(), id="inspector-body")
+
+    def _hint(self) -> Text:
+        return Text(
+            "Click a block in the pool map or the block table, or press [ / ] to walk the "
+            "current request's blocks, or b to pick a block id.",
+            style="dim",
+        )
+
+    def _body(self) -> Static:
+        return self.query_one("#inspector-body", Static)
+
+    def show_pending(self, block_id: int, step: int) -> None:
+        self.pending = block_id
+        if self.report is None or self.report.block_id != block_id:
+            self._body().update(Text(f"block {block_id}: scanning steps 1–{step + 1}…", style="dim"))
+
+    def show(self, report: BlockReport) -> None:
+        self.report = report
+        self.pending = None
+        self._body().update(self.render_report(report))
+
+    def clear(self) -> None:
+        self.report = None
+        self.pending = None
+        self._body().update(self._hint())
+
+    def render_report(self, r: BlockReport) -> Text:
+        dim = self.get_component_rich_style("inspector--dim")
+        title = self.get_component_rich_style("inspector--title")
+        out = Text()
+        out.append(f"block {r.block_id}", title)
+        out.append(f"  {r.status}\n")
+        h = r.slot[1]
+        out.append("hash ", dim)
+        out.append(f"{h.hex()}\n" if h is not None else "none (not cached)\n")
+        if r.state is not None:
+            out.append("in this request: ", dim)
+            out.append(f" {r.state.letter} ", self._palette[palette.STATE_CLASS[r.state]])
+            out.append(f" {palette.STATE_LABEL[r.state]}, logical block {r.position}\n")
+        if r.holder is not None and r.position is not None:
+            out.append("tokens ", dim)
+            end = r.first_token + len(r.token_ids)
+            out.append(f"{r.first_token}–{end - 1} (block {r.position} of request ")
+            out.append(safe_text(r.holder))
+            out.append(f", step {r.holder_step + 1})\n" if r.holder_step is not None else ")\n")
+            out.append(" ".join(str(t) for t in r.token_ids) + "\n")
+            if r.text is not None:
+                out.append("text ", dim)
+                out.append(repr_text(r.text) + "\n")
+        out.append(f"up to step {r.step + 1}: ", dim)
+        out.append(f"cached at {_steps(r.cached)} · reused at {_steps(r.reused)} · "
+                   f"evicted at {_steps(r.evicted)}\n")
+        out.append(f"used by {r.num_uses} request(s)", dim)
+        if r.uses:
+            out.append(":\n")
+            for step, rid, letter in reversed(r.uses[-20:]):
+                out.append(f"  step {step + 1}  {letter}  ")
+                out.append(safe_text(rid) + "\n")
+            if r.num_uses > 20:
+                out.append(f"  … {r.num_uses - 20} earlier\n", dim)
+        return out
+
+
+def repr_text(s: str) -> str:
+    """Decoded tokens shown between quotes, with newlines and controls made visible."""
+    return "“" + safe_text(s) + "”"

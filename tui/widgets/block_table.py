@@ -1,0 +1,149 @@
+"""The current request's block table: one cell per logical block, in order.
+
+Each cell is the block's state letter and its physical block id (" H17 "), coloured by
+state. A bar separates prompt blocks from blocks allocated while decoding the output, so
+the R cell (vLLM recomputing the last prompt block) sits visibly at the end of the prompt.
+Line API, like the pool map: a 100k-token prompt has thousands of blocks.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.text import Text
+from textual import events
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from engine.records import BlockState, SeqView
+from tui.messages import BlockClicked
+from tui.widgets import palette
+from tui.widgets.safe import safe_text
+
+SEPARATOR = "│ "
+
+
+class BlockTable(ScrollView, can_focus=True):
+    COMPONENT_CLASSES = palette.COMPONENT_CLASSES
+
+    def __init__(self, num_blocks: int, **kw) -> None:
+        super().__init__(**kw)
+        self._id_width = len(str(max(num_blocks - 1, 0)))
+        self.seq: SeqView | None = None
+        self.placeholder = ""
+        self.selected: int | None = None
+        # Per row: list of (x0, x1, position in the block table); rebuilt on show/resize.
+        self._rows: list[list[tuple[int, int, int]]] = []
+        self._palette = palette.Palette(self)
+
+    # -- attributes down ----------------------------------------------------------------------
+    def show(self, seq: SeqView | None, placeholder: str = "") -> None:
+        self.seq = seq
+        self.placeholder = placeholder
+        self._layout()
+
+    def select(self, block_id: int | None) -> None:
+        self.selected = block_id
+        self.refresh()
+
+    @property
+    def letters(self) -> str:
+        """The state letters in block-table order (what the cells print first)."""
+        return "".join(s.letter for s in self.seq.states) if self.seq else ""
+
+    @property
+    def block_ids(self) -> tuple[int, ...]:
+        return self.seq.block_ids if self.seq else ()
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _layout(self) -> None:
+        width = max(1, self.scrollable_content_region.width)
+        cell = self._id_width + 4  # " H17 " and a gap
+        rows: list[list[tuple[int, int, int]]] = []
+        row: list[tuple[int, int, int]] = []
+        x = 0
+        seq = self.seq
+        n = len(seq.block_ids) if seq else 0
+        first_output = seq.num_prompt_blocks if seq else 0
+        for i in range(n):
+            if i == first_output and i:
+                x += len(SEPARATOR)
+            if x + cell - 1 > width and row:
+                rows.append(row)
+                row, x = [], len(SEPARATOR) if i == first_output and i else 0
+            row.append((x, x + cell - 1, i))
+            x += cell
+        if row:
+            rows.append(row)
+        self._rows = rows
+        self.virtual_size = Size(width, max(1, len(rows)))
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._palette.clear()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        index = round(self.scroll_offset.y) + y
+        seq = self.seq
+        if seq is None or not seq.block_ids:
+            if y == 0 and self.placeholder:
+                text = Text(safe_text(self.placeholder), style=self._palette[palette.LABEL])
+                return Strip(text.render(self.app.console)).extend_cell_length(width, base).crop(0, width)
+            return Strip.blank(width, base)
+        if index >= len(self._rows):
+            return Strip.blank(width, base)
+        pal = self._palette
+        segments: list[Segment] = []
+        x = 0
+        first_output = seq.num_prompt_blocks
+        for x0, _x1, i in self._rows[index]:
+            if x0 > x:
+                gap = " " * (x0 - x)
+                if i == first_output and i and x0 - x >= len(SEPARATOR):
+                    gap = " " * (x0 - x - len(SEPARATOR)) + SEPARATOR
+                segments.append(Segment(gap, pal[palette.LABEL]))
+            bid, state = seq.block_ids[i], seq.states[i]
+            style = pal[palette.STATE_CLASS[state]]
+            if bid == self.selected:
+                style = style + pal[palette.SELECTED]
+            text = f" {state.letter}{bid:<{self._id_width}} "
+            segments.append(Segment(text, style))
+            x = x0 + len(text)
+        return Strip(segments).extend_cell_length(width, base).crop(0, width)
+
+    # -- mouse --------------------------------------------------------------------------------
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or self.seq is None:
+            return
+        index = round(self.scroll_offset.y) + offset.y
+        if index >= len(self._rows):
+            return
+        for x0, x1, i in self._rows[index]:
+            if x0 <= offset.x < x1:
+                event.stop()
+                self.post_message(BlockClicked(self.seq.block_ids[i], source="table"))
+                return
+
+    def position_of(self, block_id: int) -> int | None:
+        if self.seq is None:
+            return None
+        try:
+            return self.seq.block_ids.index(block_id)
+        except ValueError:
+            return None
+
+
+def state_at(seq: SeqView | None, block_id: int) -> BlockState | None:
+    if seq is None:
+        return None
+    try:
+        return seq.states[seq.block_ids.index(block_id)]
+    except ValueError:
+        return None

@@ -1,0 +1,78 @@
+"""The current request: who it is, its tokens, and the sentence saying what vLLM did.
+
+Everything that comes from the trace (id, conversation) goes through safe_text and into
+rich.text.Text pieces; nothing here is ever parsed as markup.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+from engine.records import Outcome, StepRecord
+from tui.widgets.safe import safe_text
+
+OUTCOME_CLASS = {
+    Outcome.OK: "request--ok",
+    Outcome.TRUNCATED: "request--warn",
+    Outcome.NOT_FITTED: "request--warn",
+    Outcome.TOO_LONG: "request--warn",
+    Outcome.ERROR: "request--error",
+}
+
+
+class RequestPanel(Widget):
+    COMPONENT_CLASSES = {
+        "request--id", "request--dim", "request--ok", "request--warn", "request--error",
+    }
+
+    def __init__(self, block_size: int, **kw) -> None:
+        super().__init__(**kw)
+        self.block_size = block_size
+        self.record: StepRecord | None = None
+        self.message = ""  # shown when there is no record yet (loading, failures)
+
+    def show(self, record: StepRecord | None, message: str = "") -> None:
+        self.record = record
+        self.message = message
+        self.refresh(layout=True)
+
+    def render(self) -> Text:
+        rec = self.record
+        dim = self.get_component_rich_style("request--dim")
+        if rec is None or rec.request is None:
+            return Text(safe_text(self.message), style=dim)
+        r = rec.request
+        req = r.request
+        sep = (" · ", dim)
+        head = Text.assemble(
+            ("request ", dim),
+            (safe_text(req.request_id), self.get_component_rich_style("request--id")),
+            sep,
+            (f"arrives {rec.clock:.3f} s", ""),
+        )
+        if req.conversation_id is not None or req.turn is not None:
+            conv = safe_text(req.conversation_id) if req.conversation_id is not None else "?"
+            turn = f", turn {req.turn}" if req.turn is not None else ""
+            head.append_text(Text.assemble(sep, f"conversation {conv}{turn}"))
+        head.append_text(Text.assemble(sep, (f"trace line {req.line}", dim)))
+        seq = rec.seqs[0] if rec.seqs else None
+        out_blocks = (len(seq.block_ids) - seq.num_prompt_blocks) if seq else 0
+        tokens = Text.assemble(
+            ("prompt ", dim),
+            f"{r.prompt_tokens:,} tok",
+            (f" = {r.prompt_blocks:,} blocks of {self.block_size}", dim),
+            sep,
+            ("hit ", dim),
+            f"{r.hit_tokens:,} tok",
+            sep,
+            ("output ", dim),
+            f"{r.output_tokens or req.num_output_tokens:,} tok",
+            (f" ({out_blocks} new block{'s' * (out_blocks != 1)})" if seq else "", dim),
+        )
+        note = Text(safe_text(rec.note), style=self.get_component_rich_style(OUTCOME_CLASS[r.outcome]))
+        if rec.error is not None:
+            note.append("  (press e for vLLM's traceback)", style=dim)
+        elif r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG):
+            note.append("  (press e for details)", style=dim)
+        return Text("\n").join([head, tokens, note])

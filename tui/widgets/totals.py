@@ -1,0 +1,118 @@
+"""Running totals at the cursor, from engine.metrics, and a sparkline of hits per step.
+
+``values`` keeps the formatted figures by name so tests compare them with the metrics
+functions applied to the record's Totals; the panel prints exactly these strings.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, Sparkline, Static
+from rich.style import Style
+
+from engine import metrics
+from engine.records import Totals
+
+SPARK_STEPS = 120  # the sparkline covers the last this-many steps up to the cursor
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+class HitSparkline(Sparkline):
+    """Textual's Sparkline on a fixed 0-100 % scale, one column per step, newest at the
+    right (the stock one rescales to the data's min..max and stretches a short series,
+    so one 0 % request would draw a full bar)."""
+
+    COMPONENT_CLASSES = Sparkline.COMPONENT_CLASSES | {"sparkline--baseline"}
+
+    def render(self) -> Text:
+        width, height = self.size.width, max(1, self.size.height)
+        data = list(self.data or [])[-width:] if width else []
+        lo = self.get_component_rich_style("sparkline--min-color").color
+        hi = self.get_component_rich_style("sparkline--max-color").color
+        levels = 8 * height
+        baseline = self.get_component_rich_style("sparkline--baseline")
+        rows = []
+        for line in reversed(range(height)):
+            text = Text(" " * (width - len(data)))
+            for v in data:
+                filled = round(max(0.0, min(1.0, v)) * levels) - line * 8
+                if filled <= 0 and line == 0:
+                    text.append("▁", baseline)  # a dim baseline marks 0 % steps
+                    continue
+                bar = BARS[max(0, min(8, filled))]
+                text.append(bar, Style(color=hi if v >= 0.5 else lo))
+            rows.append(text)
+        return Text("\n").join(rows)
+
+
+def pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def totals_values(t: Totals) -> dict[str, str]:
+    """The panel's figures, formatted; one definition for the widget and its tests."""
+    return {
+        "sharing": pct(metrics.sharing_fraction(t)),
+        "sharing_avg": pct(metrics.avg_sharing_fraction(t)),
+        "hit_rate": pct(metrics.hit_rate(t)),
+        "hit_rate_recent": pct(metrics.recent_hit_rate(t)),
+        "reused": f"{t.blocks_reused:,}",
+        "new": f"{t.blocks_new:,}",
+        "evictions": f"{t.evictions:,}",
+        "not_fitted": f"{t.not_fitted:,}",
+        "errors": f"{t.errors:,}",
+        "requests": f"{t.requests:,}",
+    }
+
+
+ROWS = (
+    ("sharing fraction", "sharing", "avg / request", "sharing_avg"),
+    ("vLLM hit rate", "hit_rate", "last 1,000 req", "hit_rate_recent"),
+    ("blocks reused", "reused", "blocks new", "new"),
+    ("evictions", "evictions", "did not fit", "not_fitted"),
+    ("requests", "requests", "vLLM errors", "errors"),
+)
+
+
+class TotalsPanel(Vertical):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.values: dict[str, str] = totals_values(Totals())
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._table(), id="totals-figures")
+        yield Label(self._spark_label(), id="totals-spark-label")
+        yield HitSparkline([], id="totals-spark")
+
+    def show(self, totals: Totals, series: list[float]) -> None:
+        self.values = totals_values(totals)
+        self.query_one("#totals-figures", Static).update(self._table())
+        self.query_one("#totals-spark", Sparkline).data = series
+
+    def _table(self) -> Table:
+        v = self.values
+        two_columns = self.size.width >= 60 or not self.size.width
+        table = Table.grid(padding=(0, 1), expand=False)
+        table.add_column(style="dim")
+        table.add_column(justify="right")
+        if two_columns:
+            table.add_column(style="dim")
+            table.add_column(justify="right")
+            for label, key, label2, key2 in ROWS:
+                table.add_row(label, Text(v[key]), label2, Text(v[key2]))
+        else:
+            for label, key, label2, key2 in ROWS:
+                table.add_row(label, Text(v[key]))
+                table.add_row(" " + label2, Text(v[key2]))
+        return table
+
+    def _spark_label(self) -> str:
+        steps = min(SPARK_STEPS, max(self.size.width - 2, 0)) or SPARK_STEPS
+        return f"hit rate per request, last {steps} steps"
+
+    def on_resize(self) -> None:
+        self.query_one("#totals-figures", Static).update(self._table())
+        self.query_one("#totals-spark-label", Label).update(self._spark_label())
