@@ -1,0 +1,641 @@
+"""Serve mode: replay a trace on vLLM's real V1 Scheduler, one record per iteration.
+
+Requests arrive by the trace's clock, run concurrently, hold their blocks while they
+decode, and are preempted and recomputed when the pool runs out, all decided by vLLM's
+own Scheduler / AsyncScheduler (engine.vllm_v1_sched). Only the model is replaced: it
+"samples" the trace's output tokens (engine.replay.synth_output_tokens when only an
+output length is known), and every request asks for exactly its output length
+(max_tokens = output length, ignore_eos).
+
+The simulated clock
+    Requests are taken in trace order; one is added to vLLM's waiting queue once its
+    arrival_time <= clock (a timestamp earlier than the one before it counts as the one
+    before it). Each iteration that runs the model (schedules > 0 tokens) advances the
+    clock by a fixed ``iteration_time_s`` (default 0.02 s): with chunked prefill every
+    iteration processes at most max_num_batched_tokens, so time is roughly proportional
+    to work. An iteration that schedules nothing costs no time. When vLLM has nothing
+    at all to do, the clock jumps to the next arrival. ``record.clock`` is the time at
+    the start of the iteration.
+
+Records are engine.records.StepRecord, as in sequential mode: ``admitted`` holds the
+requests admitted for the first time this iteration (hit_tokens is the scheduler's
+prefix hit, the number it reports as prefill_stats.num_cached_tokens), ``seqs`` every
+running sequence's block table, ``waiting`` / ``running`` / ``preempted`` vLLM's queues.
+``extra`` carries serve-only data: arrived (seq ids added to the waiting queue),
+resumed (seq id, hit tokens) for preempted requests re-admitted, finished_results
+(final RequestResults), scheduled_tokens, used_blocks, iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from engine import metrics
+from engine.records import (
+    BlockState,
+    Outcome,
+    RequestResult,
+    SeqView,
+    Slot,
+    StepError,
+    StepRecord,
+    Totals,
+)
+from engine.replay import FREE_HEAD_LEN, SYNTH_TOKEN_BASE, cdiv, describe, synth_output_tokens
+from engine.trace_types import TraceRequest
+from engine.vllm_v1 import EngineSettings
+from engine.vllm_v1_sched import (
+    DEFAULT_ITERATION_TIME_S,
+    Iteration,
+    SchedBackend,
+    Scheduled,
+    ServeSettings,
+    check_sched_internals,
+)
+
+__all__ = [
+    "ServeReplay",
+    "ServeSettings",
+    "SchedBackend",
+    "check_sched_internals",
+    "serve_settings_from_args",
+    "next_arrival",
+    "next_finish",
+    "prev_arrival",
+    "prev_finish",
+]
+
+MAX_STALLED_ITERATIONS = 1000  # iterations in a row with no progress before giving up
+
+
+def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """ServeSettings from engine.session's flags (--max-num-seqs, ...)."""
+    iteration = getattr(args, "serve_iteration_time", None)
+    settings = ServeSettings(
+        max_num_seqs=getattr(args, "max_num_seqs", None),
+        max_num_batched_tokens=getattr(args, "max_num_batched_tokens", None),
+        enable_chunked_prefill=getattr(args, "enable_chunked_prefill", None),
+        async_scheduling=getattr(args, "async_scheduling", None),
+        iteration_time_s=iteration if iteration is not None else DEFAULT_ITERATION_TIME_S,
+    )
+    settings.validate()
+    return settings
+
+
+# -- step search for the TUI ---------------------------------------------------------------------
+def _arrives(record: StepRecord) -> bool:
+    if "arrived" in record.extra:
+        return bool(record.extra["arrived"]) or any(
+            r.outcome is not Outcome.OK for r in record.admitted
+        )
+    return bool(record.admitted)  # sequential: every step is an arrival
+
+
+def _finishes(record: StepRecord) -> bool:
+    return bool(record.finished)
+
+
+def _search(records: Sequence[StepRecord], start: int, step: int, pred) -> int | None:
+    i = start + step
+    while 0 <= i < len(records):
+        if pred(records[i]):
+            return i
+        i += step
+    return None
+
+
+def next_arrival(records: Sequence[StepRecord], after: int) -> int | None:
+    """Index of the first record after ``after`` where a request arrives (None: none yet)."""
+    return _search(records, after, 1, _arrives)
+
+
+def next_finish(records: Sequence[StepRecord], after: int) -> int | None:
+    """Index of the first record after ``after`` where a request finishes."""
+    return _search(records, after, 1, _finishes)
+
+
+def prev_arrival(records: Sequence[StepRecord], before: int) -> int | None:
+    return _search(records, before, -1, _arrives)
+
+
+def prev_finish(records: Sequence[StepRecord], before: int) -> int | None:
+    return _search(records, before, -1, _finishes)
+
+
+# -- the replay -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Live:
+    """One request vLLM knows, from arrival to finish."""
+
+    req: TraceRequest
+    out: tuple[int, ...]  # the tokens the model will sample, in order
+    sampled: int = 0  # tokens handed to vLLM by the fake model runner
+    delivered: int = 0  # tokens vLLM appended (EngineCoreOutput.new_token_ids)
+    result: RequestResult | None = None  # at first admission
+    hit_tokens: int = 0  # the latest prefix lookup (admission or resume)
+    table: tuple[int, ...] = ()  # block table at the last record (detail only)
+    states: tuple[BlockState, ...] = ()
+    frontier: int = 0  # tokens known and computed at the last record
+    message: str = ""
+
+
+@dataclass
+class _StepData:
+    arrived: list[str] = field(default_factory=list)
+    rejected: list[RequestResult] = field(default_factory=list)
+
+
+class ServeReplay:
+    """Iterate StepRecords, one per vLLM scheduler iteration. ``detail=False`` skips block
+    tables, block states and pool deltas (headless runs of big traces)."""
+
+    def __init__(
+        self,
+        backend: SchedBackend,
+        requests: Iterable[TraceRequest],
+        *,
+        detail: bool = True,
+        cancel: threading.Event | None = None,
+        verify_pool: bool = False,
+        keep_results: bool | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings: EngineSettings = backend.settings
+        self.detail = detail
+        self.cancel = cancel
+        self.verify_pool = verify_pool and detail  # tests: compare the mirror to a full scan
+        # Final RequestResults per seq id hold the prompt tokens: a 12k-request Mooncake
+        # run would keep ~6 GB. Kept by default only with detail (records hold them anyway).
+        self.keep_results = detail if keep_results is None else keep_results
+        self._requests = iter(requests)
+        self._next: TraceRequest | None = None
+        self._exhausted = False
+        self._last_arrival = 0.0
+        self.clock = 0.0
+        self.iterations = 0  # scheduler iterations (records that stepped vLLM)
+        self.model_iterations = 0  # of which ran the model (> 0 tokens scheduled)
+        self.totals = Totals()
+        self.stopped_by_error = False
+        self.results: dict[str, RequestResult] = {}  # final, per seq id (keep_results)
+        self.cached_tokens: dict[str, int] = {}  # prefill_stats.num_cached_tokens per seq id
+        self.cached_token_mismatches = 0
+        self.preemptions = 0
+        self.output_tokens = 0
+        self.evictions = 0
+        self.peak_used_blocks = 0
+        self.submitted = self.finished = self.rejected = 0
+        self._live: dict[str, _Live] = {}
+        self._running_prev: list[str] = []
+        self._stalled = 0
+        self._mirror: list[Slot] = backend.scan_pool() if detail else []
+        self._num_cached_free = 0
+        self._hash_count: dict[bytes, int] = {}
+
+    # -- arrivals ---------------------------------------------------------------------------
+    def _peek(self) -> TraceRequest | None:
+        if self._next is None and not self._exhausted:
+            self._next = next(self._requests, None)
+            if self._next is None:
+                self._exhausted = True
+        return self._next
+
+    def _arrival_time(self, req: TraceRequest) -> float:
+        return max(req.arrival_time, self._last_arrival)
+
+    def _take_arrivals(self, data: _StepData) -> None:
+        b = self.backend
+        while (req := self._peek()) is not None and self._arrival_time(req) <= self.clock:
+            self._next = None
+            self._last_arrival = self._arrival_time(req)
+            seq_id = f"{req.index}"
+            out = synth_output_tokens(req)
+            message = ""
+            if not out:
+                # vLLM's max_tokens is at least 1: it always samples one token.
+                out = (SYNTH_TOKEN_BASE + req.index * (1 << 24),)
+                message = "output length 0: vLLM samples at least one token"
+            prompt_len = req.num_prompt_tokens
+            limit = b.max_model_len
+            if prompt_len == 0 or prompt_len + len(out) > limit:
+                reason = (
+                    "empty prompt: vLLM rejects it" if prompt_len == 0 else
+                    f"prompt {prompt_len} + output {len(out)} tokens exceed max_model_len "
+                    f"{limit}; vLLM's server rejects it"
+                )
+                data.rejected.append(self._rejected(req, seq_id, reason))
+                continue
+            self._live[seq_id] = _Live(req=req, out=out, message=message)
+            b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), self._last_arrival))
+            self.submitted += 1
+            data.arrived.append(seq_id)
+
+    def _rejected(self, req: TraceRequest, seq_id: str, message: str) -> RequestResult:
+        self.rejected += 1
+        result = RequestResult(
+            request=req, seq_id=seq_id, outcome=Outcome.TOO_LONG,
+            prompt_tokens=req.num_prompt_tokens, hit_tokens=0, hit_blocks=0, new_blocks=0,
+            output_blocks=0, evicted_blocks=0,
+            prompt_blocks=cdiv(req.num_prompt_tokens, self.settings.block_size),
+            recomputed_last_block=False, message=message,
+        )
+        if self.keep_results:
+            self.results[seq_id] = result
+        return result
+
+    # -- the model ----------------------------------------------------------------------------
+    def _token_for(self, seq_id: str) -> int:
+        live = self._live[seq_id]
+        i = live.sampled
+        live.sampled += 1
+        # Past max_tokens vLLM drops the token (the request is finished by then).
+        return live.out[i] if i < len(live.out) else live.out[-1]
+
+    # -- iteration ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[StepRecord]:
+        index = 0
+        b = self.backend
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                return
+            data = _StepData()
+            self._take_arrivals(data)
+            if not b.has_work():
+                if data.rejected:
+                    yield self._record(index, data, None, None)
+                    index += 1
+                    continue
+                nxt = self._peek()
+                if nxt is None:
+                    return
+                self.clock = max(self.clock, self._arrival_time(nxt))
+                continue
+            record = self._step(index, data)
+            yield record
+            index += 1
+            if record.error is not None:
+                self.stopped_by_error = True
+                return
+
+    def _step(self, index: int, data: _StepData) -> StepRecord:
+        clock = self.clock
+        try:
+            it = self.backend.step(self._token_for, self.detail)
+        except Exception as exc:  # vLLM raised: record it at this step and stop cleanly
+            error = StepError(
+                message=f"{type(exc).__name__} inside vLLM: {exc}".splitlines()[0],
+                traceback=traceback.format_exc(),
+            )
+            return self._record(index, data, None, error, clock=clock)
+        self.iterations += 1
+        if it.executed:
+            self.model_iterations += 1
+            self.clock += self.backend.serve.iteration_time_s
+        error = None
+        progressed = it.executed or bool(it.outputs)
+        self._stalled = 0 if progressed else self._stalled + 1
+        if self._stalled >= MAX_STALLED_ITERATIONS:
+            error = StepError(
+                message=(
+                    f"vLLM's scheduler made no progress for {self._stalled} iterations "
+                    f"({len(self.backend.waiting_ids())} waiting, "
+                    f"{len(self.backend.running_ids())} running)"
+                ),
+                traceback="",
+            )
+        try:
+            return self._record(index, data, it, error, clock=clock)
+        except Exception as exc:  # our own bookkeeping failed (a bug): show it, stop
+            error = StepError(
+                message=f"{type(exc).__name__} in serve replay: {exc}".splitlines()[0],
+                traceback=traceback.format_exc(),
+            )
+            return self._record(index, _StepData(), None, error, clock=clock)
+
+    # -- building the record ----------------------------------------------------------------
+    def _record(self, index: int, data: _StepData, it: Iteration | None,
+                error: StepError | None, clock: float | None = None) -> StepRecord:
+        b = self.backend
+        admitted: list[RequestResult] = list(data.rejected)
+        for r in data.rejected:
+            self._add_totals(r)
+        finished: list[str] = []
+        finished_results: list[RequestResult] = []
+        resumed: list[tuple[str, int]] = []
+        preempted: tuple[str, ...] = ()
+        events: tuple = ()
+        scheduled: Scheduled | None = it.scheduled if it is not None else None
+        if it is not None:
+            events = it.events
+            self.peak_used_blocks = max(self.peak_used_blocks, it.peak_used_blocks)
+            self.evictions += it.evicted_hashes
+            if scheduled is not None:
+                preempted = scheduled.preempted
+                self.preemptions += len(preempted)
+                for a in scheduled.admissions:
+                    live = self._live[a.seq_id]
+                    live.hit_tokens = a.num_cached_tokens
+                    if a.resumed:
+                        resumed.append((a.seq_id, a.num_cached_tokens))
+                        continue
+                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens, a.block_ids)
+                    live.result = result
+                    admitted.append(result)
+                    self._add_totals(result)
+            for o in it.outputs:
+                fin = self._output(o)
+                if fin is not None:
+                    finished.append(o.seq_id)
+                    finished_results.append(fin)
+        self._sync_counters()
+        running = b.running_ids()
+        waiting = b.waiting_ids()
+        seqs: tuple[SeqView, ...] = ()
+        delta: tuple = ()
+        evicted: list[tuple[int, bytes]] = []
+        if self.detail and it is not None:
+            seqs, touched = self._seq_views(scheduled, running, finished)
+            delta, evicted = self._diff(touched)
+            if self.verify_pool:
+                self._verify()
+        for seq_id in finished:
+            self._live.pop(seq_id, None)
+        self._running_prev = running
+        used = b.used_blocks()
+        extra = {
+            "arrived": tuple(data.arrived),
+            "resumed": tuple(resumed),
+            "finished_results": tuple(finished_results),
+            "scheduled_tokens": scheduled.total_tokens if scheduled is not None else 0,
+            "used_blocks": used,
+            "iteration": self.iterations,
+        }
+        return StepRecord(
+            index=index,
+            clock=self.clock if clock is None else clock,
+            admitted=tuple(admitted),
+            seqs=seqs,
+            finished=tuple(finished),
+            evicted=tuple(evicted),
+            events=tuple(events) if self.detail else (),
+            pool_delta=delta,
+            free_head=tuple(b.free_queue(FREE_HEAD_LEN)),
+            num_free=b.num_free_blocks(),
+            num_cached_free=self._num_cached_free if self.detail else -1,
+            totals=self.totals,
+            error=error,
+            note=self._note(admitted, finished, preempted, resumed, scheduled),
+            waiting=tuple(waiting),
+            running=tuple(running),
+            preempted=preempted,
+            extra=extra,
+        )
+
+    def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
+                          block_ids: tuple[int, ...]) -> RequestResult:
+        bs = self.settings.block_size
+        prompt_len = live.req.num_prompt_tokens
+        prompt_blocks = cdiv(prompt_len, bs)
+        hit_blocks = hit_tokens // bs
+        recomputed = False
+        if self.detail and prompt_len % bs == 0 and hit_blocks == prompt_blocks - 1 and prompt_blocks:
+            last = block_ids[prompt_blocks - 1] if len(block_ids) >= prompt_blocks else None
+            if last is not None:
+                h = self.backend.slot(last)[1]
+                recomputed = h is not None and self._hash_count.get(h, 0) > 0
+        return RequestResult(
+            request=live.req, seq_id=seq_id, outcome=Outcome.OK, prompt_tokens=prompt_len,
+            hit_tokens=hit_tokens, hit_blocks=hit_blocks, new_blocks=prompt_blocks - hit_blocks,
+            output_blocks=0, evicted_blocks=0, prompt_blocks=prompt_blocks,
+            recomputed_last_block=recomputed, output_tokens=0, message=live.message,
+        )
+
+    def _output(self, o) -> RequestResult | None:  # noqa: ANN001 - vllm_v1_sched.ReqOutput
+        live = self._live.get(o.seq_id)
+        if live is None:
+            return None
+        for tok in o.new_token_ids:
+            expected = live.out[live.delivered] if live.delivered < len(live.out) else None
+            if tok != expected:
+                raise RuntimeError(
+                    f"request {o.seq_id}: vLLM returned token {tok} as output #{live.delivered}, "
+                    f"the model sampled {expected}"
+                )
+            live.delivered += 1
+        self.output_tokens += len(o.new_token_ids)
+        if o.num_cached_tokens is not None:
+            self.cached_tokens[o.seq_id] = o.num_cached_tokens
+            if live.result is not None and o.num_cached_tokens != live.result.hit_tokens:
+                self.cached_token_mismatches += 1
+        if o.finish_reason is None:
+            return None
+        self.finished += 1
+        base = live.result
+        if base is None:  # finished before we saw it admitted: cannot happen in vLLM 0.33
+            base = self._admission_result(live, o.seq_id, live.hit_tokens, ())
+        bs = self.settings.block_size
+        n = live.delivered
+        outcome, message = base.outcome, base.message
+        if n != len(live.out):
+            outcome = Outcome.TRUNCATED
+            message = (f"vLLM finished it ({o.finish_reason}) after {n} of {len(live.out)} "
+                       "output tokens")
+        result = replace(
+            base, outcome=outcome, message=message, output_tokens=n,
+            output_blocks=max(0, cdiv(base.prompt_tokens + n - 1, bs) - base.prompt_blocks),
+        )
+        if self.keep_results:
+            self.results[o.seq_id] = result
+        return result
+
+    def _add_totals(self, result: RequestResult) -> None:
+        self.totals = metrics.add_request(self.totals, result, **self._vllm_counts())
+
+    def _vllm_counts(self) -> dict[str, int]:
+        c = self.backend.cache
+        recent_q, recent_h = self.backend.recent_counts
+        return dict(
+            queries=c.queries, hits=c.hits, recent_queries=recent_q, recent_hits=recent_h,
+            preempted_queries=c.preempted_queries, preempted_hits=c.preempted_hits,
+        )
+
+    def _sync_counters(self) -> None:
+        self.totals = replace(
+            self.totals, evictions=self.evictions, preemptions=self.preemptions,
+            **self._vllm_counts(),
+        )
+
+    def _note(self, admitted, finished, preempted, resumed, scheduled) -> str:
+        parts: list[str] = []
+        if scheduled is not None:
+            parts.append(f"{scheduled.total_tokens} tokens scheduled for "
+                         f"{len(scheduled.num_scheduled_tokens)} requests")
+        if len(admitted) == 1:
+            parts.append(f"admitted {admitted[0].request_id}: {describe(admitted[0])}")
+        elif admitted:
+            hit = sum(r.hit_blocks for r in admitted)
+            total = sum(r.prompt_blocks for r in admitted)
+            parts.append(f"admitted {len(admitted)} requests, {hit} of {total} blocks from cache")
+        if resumed:
+            parts.append(f"resumed {len(resumed)} preempted (recompute)")
+        if preempted:
+            parts.append(f"preempted {', '.join(preempted)}: blocks freed, will recompute")
+        if finished:
+            parts.append(f"finished {len(finished)}")
+        return "; ".join(parts)
+
+    # -- block tables and the pool (detail) -----------------------------------------------------
+    def _seq_views(self, scheduled: Scheduled | None, running: list[str], finished: list[str]):
+        b = self.backend
+        bs = self.settings.block_size
+        mirror = self._mirror
+        touched: list[int] = []
+        admissions = {a.seq_id: a for a in scheduled.admissions} if scheduled else {}
+        # Hit states, in admission order: a hit on a block that another request holds, or
+        # that a request scheduled earlier in this same schedule() took, is shared.
+        claimed: set[int] = set()
+        if scheduled is not None:
+            for blocks in scheduled.new_block_ids.values():
+                claimed.update(blocks)
+                touched.extend(blocks)
+        hit_states: dict[str, list[BlockState]] = {}
+        for a in admissions.values():
+            states = []
+            for bid in a.block_ids[: a.num_cached_tokens // bs]:
+                shared = mirror[bid][0] > 0 or bid in claimed
+                states.append(BlockState.HIT_SHARED if shared else BlockState.HIT_FREE)
+            hit_states[a.seq_id] = states
+            claimed.update(a.block_ids)
+            touched.extend(a.block_ids)
+        running_set = set(running)
+        # Blocks of requests that stopped running (finished, preempted) change; of those
+        # still running only the tail past what was computed and cached can change.
+        for seq_id in self._running_prev:
+            live = self._live.get(seq_id)
+            if live is None:
+                continue
+            if seq_id in running_set and seq_id not in admissions:
+                touched.extend(live.table[self._stable_blocks(live.frontier):])
+            else:
+                touched.extend(live.table)
+        views: list[SeqView] = []
+        for seq_id in running:
+            live = self._live[seq_id]
+            table = tuple(b.block_ids(seq_id))
+            num_tokens, computed = b.progress(seq_id)
+            adm = admissions.get(seq_id)
+            prompt_len = live.req.num_prompt_tokens
+            prompt_blocks = cdiv(prompt_len, bs)
+            if adm is not None:
+                hits = hit_states[seq_id]
+                held = 0
+                touched.extend(table)
+            else:
+                hits = []
+                held = len(live.table) if table[: len(live.table)] == live.table else 0
+                touched.extend(table[self._stable_blocks(live.frontier):])
+            recomputed = (
+                adm is not None and not adm.resumed and live.result is not None
+                and live.result.recomputed_last_block
+            )
+            states: list[BlockState] = []
+            for i, bid in enumerate(table):
+                if i < len(hits):
+                    states.append(hits[i])
+                elif i < held:
+                    states.append(BlockState.HELD)
+                elif (i + 1) * bs > computed:
+                    states.append(BlockState.PARTIAL)
+                elif recomputed and i == prompt_blocks - 1:
+                    states.append(BlockState.RECOMPUTED)
+                elif mirror[bid][1] is not None:
+                    states.append(BlockState.NEW_EVICTED)
+                else:
+                    states.append(BlockState.NEW)
+            live.table = table
+            live.states = tuple(states)
+            live.frontier = min(num_tokens, computed)
+            views.append(SeqView(
+                seq_id=seq_id, request_id=live.req.request_id, block_ids=table,
+                states=live.states, num_prompt_tokens=prompt_len, num_tokens=num_tokens,
+                num_hit_tokens=live.hit_tokens, num_prompt_blocks=prompt_blocks,
+            ))
+        return tuple(views), touched
+
+    def _stable_blocks(self, frontier: int) -> int:
+        """Leading blocks of a running request that cannot change any more except by ref
+        count (which other requests' tables cover): full of tokens that were known and
+        computed at the last record, with two tokens and one block of margin for what the
+        async scheduler hashes one iteration late."""
+        return max(0, (frontier - 2) // self.settings.block_size - 1)
+
+    def _diff(self, touched: list[int]):
+        mirror = self._mirror
+        null_id = self.backend.null_block_id
+        delta: list[tuple[int, Slot, Slot]] = []
+        evicted: list[tuple[int, bytes]] = []
+        seen: set[int] = set()
+        ids = [bid for bid in touched if not (bid in seen or seen.add(bid)) and bid != null_id]
+        hc = self._hash_count
+        for bid, now in zip(ids, self.backend.slots(ids)):
+            before = mirror[bid]
+            if now == before:
+                continue
+            if before[1] is not None and before[0] == 0 and now[1] != before[1]:
+                evicted.append((bid, before[1]))
+            self._num_cached_free += _is_cached_free(now) - _is_cached_free(before)
+            if before[1] != now[1]:
+                if before[1] is not None:
+                    left = hc.get(before[1], 0) - 1
+                    if left > 0:
+                        hc[before[1]] = left
+                    else:
+                        hc.pop(before[1], None)
+                if now[1] is not None:
+                    hc[now[1]] = hc.get(now[1], 0) + 1
+            delta.append((bid, before, now))
+            mirror[bid] = now
+        return tuple(delta), evicted
+
+    def _verify(self) -> None:
+        scan = self.backend.scan_pool()
+        if scan != self._mirror:
+            bad = [i for i, (a, c) in enumerate(zip(scan, self._mirror)) if a != c]
+            raise AssertionError(f"pool mirror out of date at blocks {bad[:10]}")
+
+    # -- figures ----------------------------------------------------------------------------------
+    def serve_summary(self) -> dict:
+        """Final serve figures (valid at any point; final once iteration ends)."""
+        t = self.totals
+        c = self.backend.cache
+        usable = self.settings.num_blocks - 1
+        return {
+            "mode": "serve",
+            **self.backend.describe(),
+            "requests": self.submitted + self.rejected,
+            "submitted": self.submitted,
+            "finished": self.finished,
+            "rejected": self.rejected,
+            "iterations": self.iterations,
+            "model_iterations": self.model_iterations,
+            "simulated_time_s": self.clock,
+            "hit_rate": metrics.hit_rate(t),
+            "hit_tokens": c.hits,
+            "query_tokens": c.queries,
+            "preemptions": self.preemptions,
+            "resumed_lookups": c.preempted_requests,
+            "preempted_hit_tokens": c.preempted_hits,
+            "preempted_query_tokens": c.preempted_queries,
+            "peak_kv_blocks": self.peak_used_blocks,
+            "peak_kv_usage": self.peak_used_blocks / usable if usable else 0.0,
+            "output_tokens": self.output_tokens,
+            "evictions": self.evictions,
+            "cached_token_mismatches": self.cached_token_mismatches,
+        }
+
+
+def _is_cached_free(slot: Slot) -> int:
+    return 1 if slot[0] == 0 and slot[1] is not None else 0

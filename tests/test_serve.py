@@ -1,0 +1,262 @@
+"""Serve mode: vLLM's real Scheduler / AsyncScheduler driven on the CPU.
+
+Small pools and short prompts so the whole file runs in a few seconds after vLLM's
+import. Every replay here runs with verify_pool=True: after each record the mirror the
+pool deltas build is compared to a full scan of vLLM's pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+
+from engine.history import History
+from engine.records import BlockState, Outcome
+from engine.replay import SequentialReplay, synth_output_tokens
+from engine.serve import (
+    SchedBackend,
+    ServeReplay,
+    ServeSettings,
+    check_sched_internals,
+    next_arrival,
+    next_finish,
+    prev_arrival,
+    serve_settings_from_args,
+)
+from engine.session import add_engine_arguments
+from engine.vllm_v1 import AdapterMismatch, EngineSettings, V1Backend
+from engine.vllm_v1_sched import ensure_sched_internals
+from tests.conftest import req
+
+BS = 16
+MODES = pytest.mark.parametrize("async_sched", [False, True], ids=["sync", "async"])
+
+
+def backend(num_blocks: int = 64, *, async_sched: bool | None = None, **serve) -> SchedBackend:
+    return SchedBackend(
+        EngineSettings(block_size=BS, num_blocks=num_blocks),
+        ServeSettings(async_scheduling=async_sched, **serve),
+    )
+
+
+def run(b: SchedBackend, requests, **kw):
+    replay = ServeReplay(b, requests, verify_pool=True, **kw)
+    records = list(replay)
+    assert [r.error for r in records if r.error] == []
+    return replay, records
+
+
+def chat_trace(n: int = 8, spacing: float = 1000.0, out: int = 9):
+    """Turns of two conversations plus a shared system prompt: hits of every kind."""
+    system = list(range(5000, 5000 + 40))
+    reqs = []
+    history = {0: [], 1: []}
+    for i in range(n):
+        conv = i % 2
+        history[conv] = history[conv] + list(range(100 * i, 100 * i + 21))
+        reqs.append(req(i, system + history[conv], output_len=out, arrival=i * spacing))
+    return reqs
+
+
+# -- the adapter ----------------------------------------------------------------------------
+def test_sched_internals_present_on_a_live_scheduler():
+    b = backend()
+    assert check_sched_internals(b.scheduler) == []
+    assert b.scheduler_name == "AsyncScheduler"  # vLLM 0.33's default
+    assert b.is_async and b.batch_queue_size == 2
+
+
+def test_a_moved_scheduler_attribute_is_reported_with_the_version():
+    broken = SimpleNamespace(kv_cache_manager=backend().manager, running=[])
+    problems = check_sched_internals(broken)
+    assert problems and any("waiting" in p or "requests" in p for p in problems)
+    with pytest.raises(AdapterMismatch, match=r"vLLM 9\.9\.9"):
+        ensure_sched_internals(broken, "9.9.9")
+
+
+def test_flags_reach_vllm():
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    args = parser.parse_args([
+        "--mode", "serve", "--max-num-seqs", "3", "--max-num-batched-tokens", "64",
+        "--no-enable-chunked-prefill", "--no-async-scheduling",
+    ])
+    serve = serve_settings_from_args(args)
+    b = SchedBackend(EngineSettings(block_size=BS, num_blocks=64, max_model_len=64), serve)
+    d = b.describe()
+    assert (d["scheduler"], d["max_num_seqs"], d["max_num_batched_tokens"]) == ("Scheduler", 3, 64)
+    assert d["enable_chunked_prefill"] is False
+    defaults = serve_settings_from_args(parser.parse_args([]))
+    assert defaults == ServeSettings()
+
+
+# -- equivalence with sequential mode ------------------------------------------------------
+@MODES
+def test_one_request_at_a_time_hits_as_sequential(async_sched):
+    reqs = chat_trace()
+    seq = [r.request for r in SequentialReplay(V1Backend(EngineSettings(block_size=BS, num_blocks=64)), reqs)]
+    replay, records = run(backend(64, async_sched=async_sched), reqs)
+    admitted = [r for rec in records for r in rec.admitted]
+    assert [r.hit_tokens for r in admitted] == [r.hit_tokens for r in seq]
+    assert [r.hit_blocks for r in admitted] == [r.hit_blocks for r in seq]
+    assert sum(r.hit_tokens for r in seq) > 0
+    s = replay.serve_summary()
+    assert s["preemptions"] == 0 and s["finished"] == len(reqs)
+    assert records[-1].totals.hits == sum(r.hit_tokens for r in seq)
+    # far-apart arrivals: the clock jumped to each one
+    assert [rec.clock for rec in records if rec.extra["arrived"]] == [r.arrival_time for r in reqs]
+
+
+# -- concurrency -------------------------------------------------------------------------------
+@MODES
+def test_shared_prefix_blocks_have_ref_count_two_while_both_run(async_sched):
+    prefix = list(range(48))  # three full blocks
+    reqs = [req(0, prefix + [1000, 1001, 1002], output_len=20, arrival=0.0),
+            req(1, prefix + [2000, 2001], output_len=20, arrival=0.0)]
+    b = backend(64, async_sched=async_sched)
+    replay = ServeReplay(b, reqs, verify_pool=True)
+    history = History(64)
+    seen_both = 0
+    for rec in replay:
+        history.append(rec)
+        history.seek(rec.index)
+        if {"0", "1"} <= set(rec.running):
+            views = {s.seq_id: s for s in rec.seqs}
+            shared = views["0"].block_ids[:3]
+            assert views["1"].block_ids[:3] == shared
+            assert [b.slot(bid)[0] for bid in shared] == [2, 2, 2]  # vLLM's pool
+            assert [history.slot(bid)[0] for bid in shared] == [2, 2, 2]  # the records
+            seen_both += 1
+    assert seen_both > 5
+    first = replay_first_admissions(history.records)
+    assert first["0"].hit_tokens == 0 and first["1"].hit_tokens == 48
+    admitted_at = next(r for r in history.records if any(a.seq_id == "1" for a in r.admitted))
+    states = {s.seq_id: s.states for s in admitted_at.seqs}["1"]
+    assert states[:3] == (BlockState.HIT_SHARED,) * 3
+    held = history.records[admitted_at.index + 1].seqs[0].states
+    assert set(held[:3]) == {BlockState.HELD}
+
+
+def replay_first_admissions(records):
+    return {r.seq_id: r for rec in records for r in rec.admitted}
+
+
+@MODES
+def test_small_pool_preempts_and_every_request_still_finishes(async_sched):
+    reqs = [req(i, list(range(1000 * i, 1000 * i + 40)), output=range(7000 + 100 * i, 7000 + 100 * i + 40),
+                arrival=0.0) for i in range(6)]
+    replay, records = run(backend(20, async_sched=async_sched), reqs)
+    preempting = [r for r in records if r.preempted]
+    assert preempting and records[-1].totals.preemptions == replay.preemptions > 0
+    for rec in preempting:
+        assert not set(rec.preempted) & set(rec.running)
+        assert set(rec.preempted) <= set(rec.waiting)
+    assert any(rec.extra["resumed"] for rec in records)
+    assert replay.backend.cache.preempted_requests > 0  # vLLM counted the re-lookups apart
+    assert len(replay.results) == len(reqs)
+    for r in replay.results.values():
+        assert r.outcome is Outcome.OK and r.output_tokens == 40
+    assert records[-1].extra["used_blocks"] == 0 and not replay.backend.has_work()
+    # measured after each schedule() and update: the pool ran (nearly) full
+    assert 15 <= replay.serve_summary()["peak_kv_blocks"] <= 19
+
+
+@MODES
+def test_chunked_prefill_samples_nothing_mid_prompt(async_sched):
+    reqs = [req(0, list(range(200)), output_len=5, arrival=0.0)]
+    replay, records = run(backend(64, async_sched=async_sched, max_num_batched_tokens=64), reqs)
+    chunks = [r.extra["scheduled_tokens"] for r in records]
+    assert chunks[:4] == [64, 64, 64, 8]  # 200 tokens in chunks of the token budget
+    assert replay.results["0"].output_tokens == 5
+    assert replay.cached_tokens == {"0": 0}
+
+
+def test_too_long_requests_are_rejected_not_run():
+    reqs = [req(0, list(range(60)), output_len=10), req(1, list(range(10)), output_len=4, arrival=1)]
+    replay, records = run(backend(5, async_sched=False), reqs)  # 4 usable blocks: 64 tokens
+    assert replay.results["0"].outcome is Outcome.TOO_LONG
+    assert replay.results["1"].outcome is Outcome.OK
+    assert records[0].admitted[0].outcome is Outcome.TOO_LONG and records[0].extra["arrived"] == ()
+    assert records[-1].totals.not_fitted == 1
+
+
+# -- the scheduler's own numbers -----------------------------------------------------------------
+def plain_scheduler_cached_tokens(requests, num_blocks: int, async_sched: bool) -> dict[str, int]:
+    """vLLM's Scheduler driven with no prefix-tui code in between (configs aside): all
+    requests added at once, one token sampled per non-prefill-chunk request."""
+    from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+    from vllm.v1.request import Request
+    from vllm.sampling_params import SamplingParams
+
+    b = backend(num_blocks, async_sched=async_sched, max_num_batched_tokens=64)
+    sched = b.scheduler
+    outs = {str(r.index): list(synth_output_tokens(r)) for r in requests}
+    for r in requests:
+        sched.add_request(Request(str(r.index), list(r.prompt_token_ids),
+                                  SamplingParams(max_tokens=len(outs[str(r.index)]), ignore_eos=True),
+                                  None, arrival_time=0.0, block_hasher=b._block_hasher))
+    sampled = {k: 0 for k in outs}
+    cached: dict[str, int] = {}
+    queue: deque = deque()
+    depth = 2 if async_sched else 1
+    while sched.has_requests() or queue:
+        if sched.has_requests():
+            so = sched.schedule()
+            if so.total_num_scheduled_tokens:
+                ids = list(so.num_scheduled_tokens)
+                tokens = []
+                for rid in ids:
+                    if sched.requests[rid].is_prefill_chunk:
+                        tokens.append([])
+                    else:
+                        tokens.append([outs[rid][min(sampled[rid], len(outs[rid]) - 1)]])
+                        sampled[rid] += 1
+                mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
+                                        sampled_token_ids=tokens)
+            else:
+                mro = EMPTY_MODEL_RUNNER_OUTPUT
+            queue.appendleft((so, mro))
+            if len(queue) < depth and (so.total_num_scheduled_tokens or sched.has_requests()):
+                continue
+        so, mro = queue.pop()
+        for eco in sched.update_from_output(so, mro).values():
+            for o in eco.outputs:
+                if o.prefill_stats is not None:
+                    cached[o.request_id] = o.prefill_stats.num_cached_tokens
+    return cached
+
+
+@MODES
+def test_cached_tokens_are_the_schedulers_own(async_sched):
+    prefix = list(range(64))
+    reqs = [req(i, prefix[: 16 * (i % 4 + 1)] + list(range(1000 * i, 1000 * i + 30)),
+                output_len=24, arrival=0.0) for i in range(8)]
+    expected = plain_scheduler_cached_tokens(reqs, 24, async_sched)
+    replay, records = run(backend(24, async_sched=async_sched, max_num_batched_tokens=64), reqs)
+    assert replay.preemptions > 0  # the pool is tight enough to matter
+    assert replay.cached_tokens == expected
+    assert {r.seq_id: r.hit_tokens for rec in records for r in rec.admitted} == expected
+    assert any(v > 0 for v in expected.values())
+    assert replay.cached_token_mismatches == 0
+
+
+# -- helpers for the TUI ---------------------------------------------------------------------
+def test_next_arrival_and_finish():
+    reqs = [req(0, list(range(20)), output_len=3, arrival=0.0),
+            req(1, list(range(50, 70)), output_len=3, arrival=0.5)]
+    _, records = run(backend(64, async_sched=False), reqs)
+    arrivals = [i for i, r in enumerate(records) if r.extra["arrived"]]
+    finishes = [i for i, r in enumerate(records) if r.finished]
+    assert len(arrivals) == 2 and len(finishes) == 2
+    assert next_arrival(records, -1) == arrivals[0]
+    assert next_arrival(records, arrivals[0]) == arrivals[1]
+    assert next_arrival(records, arrivals[1]) is None
+    assert prev_arrival(records, arrivals[1]) == arrivals[0]
+    assert next_finish(records, -1) == finishes[0]
+    assert next_finish(records, finishes[0]) == finishes[1]
+    # clock: 0.02 s per model step; idle until the second arrival, then jump to it
+    assert records[arrivals[1]].clock == 0.5
+    assert records[1].clock == pytest.approx(0.02)
