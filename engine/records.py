@@ -83,7 +83,7 @@ class SeqView:
     block_ids: tuple[int, ...]
     states: tuple[BlockState, ...]
     num_prompt_tokens: int
-    num_tokens: int  # prompt + output tokens in the sequence now
+    num_tokens: int  # tokens whose KV vLLM has computed (the last sampled one never is)
     num_hit_tokens: int
     num_prompt_blocks: int
 

@@ -114,17 +114,22 @@ class SequentialReplay:
         events: list[KVEvent] = []
         removed_count = 0
         evicted_ids: list[tuple[int, bytes]] = []
+        fresh: list[int] = []
+        finished: tuple[str, ...] = ()
         try:
             finished = self._release_prev()
             b.new_step()
-            if prompt_len > self.settings.effective_max_model_len:
+            if prompt_len >= self.settings.effective_max_model_len:
+                # vLLM's input processor rejects it: no room left for one output token.
                 result = self._unfitted(
                     req, seq_id, Outcome.TOO_LONG, prompt_blocks,
-                    f"prompt of {prompt_len} tokens is longer than max_model_len "
-                    f"{self.settings.effective_max_model_len}",
+                    f"prompt of {prompt_len} tokens leaves no room for an output token "
+                    f"within max_model_len {self.settings.effective_max_model_len}",
                 )
             else:
-                result, seq_view, touched_now = self._run_request(req, seq_id, prompt_blocks)
+                result, seq_view, touched_now, fresh = self._run_request(
+                    req, seq_id, prompt_blocks
+                )
                 touched.extend(touched_now)
             if self.detail:
                 events = b.take_events()
@@ -135,7 +140,6 @@ class SequentialReplay:
                 message=f"{type(exc).__name__} inside vLLM: {exc}".splitlines()[0],
                 traceback=traceback.format_exc(),
             )
-            finished = ()
             result = self._unfitted(req, seq_id, Outcome.ERROR, prompt_blocks, error.message)
             self._prev = None
 
@@ -156,7 +160,7 @@ class SequentialReplay:
         )
         delta: tuple = ()
         if self.detail:
-            delta, evicted_ids = self._diff(touched)
+            delta, evicted_ids = self._diff(touched, set(fresh))
             if seq_view is not None and evicted_ids:
                 seq_view = _mark_evictions(seq_view, {bid for bid, _ in evicted_ids})
         return StepRecord(
@@ -203,19 +207,29 @@ class SequentialReplay:
                 ),
                 None,
                 list(lookup.block_ids),
+                [],
             )
         # vLLM counts the hit at admission, as its scheduler does.
         b.record_stats(vreq, lookup.num_hit_tokens)
         b.set_num_computed_tokens(vreq, prompt_len)
         outcome, message, decoded = Outcome.OK, "", 0
-        if out_tokens:
-            decoded = self._decode(vreq, out_tokens)
-            if decoded < len(out_tokens):
-                outcome = Outcome.TRUNCATED
-                message = (
-                    f"decode stopped after {decoded} of {len(out_tokens)} output tokens: "
-                    "no free block"
-                )
+        # vLLM stops a request once it reaches max_model_len tokens (check_stop).
+        room = self.settings.effective_max_model_len - prompt_len
+        wanted = out_tokens[:room]
+        if wanted:
+            decoded = self._decode(vreq, wanted)
+        if decoded < len(wanted):
+            outcome = Outcome.TRUNCATED
+            message = (
+                f"decode stopped after {decoded} of {len(out_tokens)} output tokens: "
+                "no free block"
+            )
+        elif len(wanted) < len(out_tokens):
+            outcome = Outcome.TRUNCATED
+            message = (
+                f"output capped at {len(wanted)} of {len(out_tokens)} tokens by "
+                f"max_model_len {self.settings.effective_max_model_len}"
+            )
         # Blocks held now: hits + prompt blocks + output blocks (the tokens vLLM computed).
         num_held = cdiv(b.num_computed_tokens(vreq), bs)
         block_ids = b.block_ids(seq_id) if self.detail else []
@@ -229,8 +243,9 @@ class SequentialReplay:
         )
         view = None
         if self.detail:
-            view = self._seq_view(req, seq_id, lookup, block_ids, recomputed, prompt_len + decoded)
-        return result, view, block_ids
+            view = self._seq_view(req, seq_id, lookup, block_ids, recomputed,
+                                  b.num_computed_tokens(vreq))
+        return result, view, block_ids, block_ids[hit_blocks:]
 
     def _recomputes_last_block(self, vreq, prompt_len: int, hit_blocks: int) -> bool:
         """vLLM caps a hit at prompt_len - 1 tokens, so a block-aligned prompt whose last
@@ -269,7 +284,9 @@ class SequentialReplay:
             produced += 1
         return produced
 
-    def _seq_view(self, req, seq_id, lookup, block_ids, recomputed, num_tokens) -> SeqView:
+    def _seq_view(self, req, seq_id, lookup, block_ids, recomputed, computed) -> SeqView:
+        """Block states; ``computed`` is the tokens whose KV vLLM computed (the last
+        sampled token never is, so the block holding it stays partial and uncached)."""
         bs = self.settings.block_size
         prompt_len = req.num_prompt_tokens
         prompt_blocks = cdiv(prompt_len, bs)
@@ -280,19 +297,19 @@ class SequentialReplay:
                 states.append(BlockState.HIT_FREE if lookup.ref_cnts[i] == 0 else BlockState.HIT_SHARED)
             elif recomputed and i == prompt_blocks - 1:
                 states.append(BlockState.RECOMPUTED)
-            elif (i + 1) * bs > num_tokens:
-                states.append(BlockState.PARTIAL)
-            elif i == prompt_blocks - 1 and prompt_len % bs and num_tokens == prompt_len:
+            elif (i + 1) * bs > computed:
                 states.append(BlockState.PARTIAL)
             else:
                 states.append(BlockState.NEW_EVICTED if mirror[bid][1] is not None else BlockState.NEW)
         return SeqView(
             seq_id=seq_id, request_id=req.request_id, block_ids=tuple(block_ids),
-            states=tuple(states), num_prompt_tokens=prompt_len, num_tokens=num_tokens,
+            states=tuple(states), num_prompt_tokens=prompt_len, num_tokens=computed,
             num_hit_tokens=lookup.num_hit_tokens, num_prompt_blocks=prompt_blocks,
         )
 
-    def _diff(self, touched: list[int]):
+    def _diff(self, touched: list[int], fresh: set[int]):
+        """Pool delta against the mirror. ``fresh``: blocks newly allocated this step (not
+        hits); one that held cached content was evicted even if it got the same hash back."""
         mirror = self._mirror
         null_id = self.backend.null_block_id
         delta: list[tuple[int, Slot, Slot]] = []
@@ -303,12 +320,12 @@ class SequentialReplay:
                 continue
             seen.add(bid)
             before = mirror[bid]
-            if now == before:
-                continue
             # A block whose cached content changed or vanished was evicted by vLLM (its
             # BlockRemoved event carries the hash; this gives the block id).
-            if before[1] is not None and now[1] != before[1]:
+            if before[1] is not None and (now[1] != before[1] or bid in fresh):
                 evicted.append((bid, before[1]))
+            if now == before:
+                continue
             self._num_cached_free += _is_cached_free(now) - _is_cached_free(before)
             delta.append((bid, before, now))
             mirror[bid] = now

@@ -50,6 +50,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve: vLLM's chunked prefill (default as vLLM)",
     )
     m.add_argument(
+        "--serve-iteration-time", type=float, default=None, metavar="SECONDS",
+        help="serve: simulated time one scheduler iteration takes (default 0.02)",
+    )
+    m.add_argument(
         "--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
         help="serve: vLLM's AsyncScheduler (default as vLLM)",
     )
@@ -92,9 +96,11 @@ def make_replay(args: argparse.Namespace, settings: EngineSettings, requests, *,
             from engine.errors import UserError
 
             raise UserError(f"serve mode is not available: {exc}") from None
-        replay = ServeReplay(settings, serve_settings_from_args(args), requests,
-                             detail=detail, cancel=cancel, verbose=args.verbose)
-        return replay, replay.version
+        from engine.vllm_v1_sched import SchedBackend
+
+        backend = SchedBackend(settings, serve_settings_from_args(args), verbose=args.verbose)
+        replay = ServeReplay(backend, requests, detail=detail, cancel=cancel)
+        return replay, backend.version
     from engine.replay import SequentialReplay
     from engine.vllm_v1 import V1Backend
 

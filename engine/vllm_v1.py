@@ -41,7 +41,8 @@ class EngineSettings:
     def effective_max_model_len(self) -> int:
         if self.max_model_len is not None:
             return self.max_model_len
-        return self.block_size * self.num_blocks
+        # What vLLM's start-up check lets through: every block but the null block.
+        return self.block_size * (self.num_blocks - 1)
 
     def validate(self) -> None:
         if self.block_size < 1:

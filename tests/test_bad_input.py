@@ -212,10 +212,6 @@ def test_request_larger_than_the_pool_report_says_not_fitted(tmp_path, capsys):
     assert line.rstrip(" │|").split()[-1] == "1"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine/replay.py _decode feeds output tokens past --max-model-len (vLLM's scheduler "
-    "stops a request there); vLLM's cache_full_blocks then raises IndexError and a valid "
-    "trace ends as a vLLM error, exit 1"))
 def test_output_running_past_max_model_len_is_truncated_not_a_vllm_error(tmp_path, capsys):
     path = trace_path(tmp_path, b'{"prompt_token_ids": [0, 1, 2, 3, 4, 5], "output_len": 10}\n' + GOOD)
     out = tmp_path / "r.json"
@@ -345,14 +341,11 @@ def test_hostile_file_name_markup_is_shown_literally(tmp_path, capsys):
     assert main([str(path), "--headless", "--no-progress", "--json", str(tmp_path / "r.json")]) == 0
     cap = capsys.readouterr()
     assert "[bold red]x[/]" in cap.out.replace("\n", "")  # markup printed as text, not interpreted
-    assert "\u202eevil\u200b" in cap.out.replace("\n", "")
+    # A bidi override would make the name read differently from what it is: neutralized.
+    assert "\u202e" not in cap.out and "evil" in cap.out
     assert cap.err.strip().splitlines() == [f"wrote {tmp_path / 'r.json'}"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "tui/report.py print_report puts the trace path in a rich Text; Text strips only "
-    "\\a \\b \\v \\f \\r, so an ESC in the file name reaches stdout raw (terminal escape "
-    "injection). Fix: escape control characters of untrusted strings before display"))
 def test_hostile_file_name_never_emits_escape_codes_to_stdout(tmp_path, capsys):
     path = trace_path(tmp_path, GOOD, name=HOSTILE_NAME)
     assert main([str(path), "--headless", "--no-progress"]) == 0
@@ -360,10 +353,6 @@ def test_hostile_file_name_never_emits_escape_codes_to_stdout(tmp_path, capsys):
     assert "\x1b" not in out and "\x07" not in out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "tui/cli.py main and tui/report.py run_headless print `prefix-tui: {err}` / "
-    "`prefix-tui: {run.message}` raw; a TraceError names the path as given, so an ESC in "
-    "the file name reaches the terminal. Fix: escape control characters in the path"))
 def test_hostile_file_name_never_emits_escape_codes_to_stderr(tmp_path, capsys):
     path = trace_path(tmp_path, GOOD + b"oops\n", name=HOSTILE_NAME)
     assert main([str(path), "--headless", "--no-progress"]) == 2

@@ -44,13 +44,7 @@ H, S, N, E, P, R = (BlockState.HIT_FREE, BlockState.HIT_SHARED, BlockState.NEW,
 FITTED = (Outcome.OK, Outcome.TRUNCATED)
 
 # category -> why it is tolerated in the fuzz (each has a strict xfail repro test below)
-KNOWN_BUGS = {
-    "error_step_finished": "test_xfail_error_step_reports_the_freed_previous_request",
-    "P_state": "test_xfail_block_holding_uncomputed_last_token_is_labelled_partial",
-    "evicted_vs_removed": "test_xfail_evicted_and_restored_block_is_listed_as_evicted",
-    "decode_past_max_model_len": "test_xfail_decode_stops_at_max_model_len",
-    "too_long_at_max_model_len": "test_xfail_prompt_of_exactly_max_model_len_is_too_long",
-}
+KNOWN_BUGS: dict[str, str] = {}  # all found so far are fixed; their repros are below
 
 CASES: Counter[str] = Counter()
 BUDGET = {
@@ -210,7 +204,7 @@ def replay_and_check(settings_: EngineSettings, requests) -> list[tuple[str, str
                 if (seq.seq_id, seq.request_id) != (r.seq_id, rq.request_id):
                     bad("seqs", f"seq {seq.seq_id}/{seq.request_id}")
                 if (seq.num_prompt_tokens, seq.num_tokens, seq.num_hit_tokens, seq.num_prompt_blocks) != (
-                    plen, plen + r.output_tokens, r.hit_tokens, pblocks
+                    plen, computed, r.hit_tokens, pblocks
                 ):
                     bad("seqs", f"seq counts {seq}")
                 if len(ids) != r.hit_blocks + r.new_blocks + r.output_blocks or len(ids) != cdiv(computed, bs):
@@ -448,11 +442,7 @@ def _categories(settings_, requests) -> set[str]:
     return {c for c, _ in replay_and_check(settings_, requests)}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine/replay.py _seq_view: a decoded sequence's last block holds the last sampled "
-    "token, which vLLM never computes, so vLLM does not cache it; the replay labels it N/E "
-    "(full) instead of P because it tests (i + 1) * bs > num_tokens instead of > computed"))
-def test_xfail_block_holding_uncomputed_last_token_is_labelled_partial():
+def test_block_holding_uncomputed_last_token_is_labelled_partial():
     # Prompt 6 + output 6 at block size 4: 11 tokens computed -> block 2 holds 8, 9, 10
     # computed and the 12th (sampled, never fed back). vLLM leaves it uncached.
     b = V1Backend(EngineSettings(block_size=4, num_blocks=16))
@@ -461,26 +451,17 @@ def test_xfail_block_holding_uncomputed_last_token_is_labelled_partial():
     assert rec.seqs[0].states == (N, N, P)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine/replay.py _diff: vLLM evicted a cached-free block and re-stored the same hash in "
-    "it (the recomputed last block reusing its own old block), so the slot before == after "
-    "and the block is missing from record.evicted while the row counts the BlockRemoved"))
-def test_xfail_evicted_and_restored_block_is_listed_as_evicted():
+def test_evicted_and_restored_block_is_listed_as_evicted():
     # Pool of 3 = null + 2. A = 8 tokens takes blocks 1, 2. B = the same 8 tokens: hits
     # block 1, recomputes the last block; the only free block is 2, which holds that very
     # hash: vLLM evicts it (BlockRemoved) and caches it again (BlockStored).
-    b = V1Backend(EngineSettings(block_size=4, num_blocks=3))
+    b = V1Backend(EngineSettings(block_size=4, num_blocks=3, max_model_len=100))
     recs = list(SequentialReplay(b, [req(0, range(8)), req(1, range(8))]))
     assert recs[1].request.evicted_blocks == 1  # vLLM's BlockRemoved
     assert len(recs[1].evicted) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine/replay.py _decode feeds output tokens past --max-model-len; vLLM's scheduler "
-    "would stop the request there (FINISHED_LENGTH_CAPPED), vLLM's allocate_slots caps its "
-    "slots at max_model_len and cache_full_blocks raises IndexError: a valid trace stops "
-    "with exit 1"))
-def test_xfail_decode_stops_at_max_model_len():
+def test_decode_stops_at_max_model_len():
     b = V1Backend(EngineSettings(block_size=4, num_blocks=16, max_model_len=8))
     recs = list(SequentialReplay(b, [req(0, range(6), output_len=10), req(1, range(3))]))
     assert [r.error for r in recs] == [None, None]
@@ -488,20 +469,13 @@ def test_xfail_decode_stops_at_max_model_len():
     assert 6 + recs[0].request.output_tokens <= 8
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine/replay.py _step admits a prompt of exactly max_model_len tokens (it tests "
-    "prompt_len > max_model_len); vLLM's input processor rejects it: prompt + at least one "
-    "output token must fit (vllm/v1/engine/input_processor.py, prompt_len == max_prompt_len)"))
-def test_xfail_prompt_of_exactly_max_model_len_is_too_long():
+def test_prompt_of_exactly_max_model_len_is_too_long():
     b = V1Backend(EngineSettings(block_size=4, num_blocks=16, max_model_len=8))
     (rec,) = SequentialReplay(b, [req(0, range(8))])
     assert rec.request.outcome is Outcome.TOO_LONG
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine/replay.py _step: the except branch sets finished = () although "
-    "_release_prev() already freed the previous request at the start of the step"))
-def test_xfail_error_step_reports_the_freed_previous_request(monkeypatch):
+def test_error_step_reports_the_freed_previous_request(monkeypatch):
     b = V1Backend(EngineSettings(block_size=4, num_blocks=16))
     calls = []
 
@@ -517,15 +491,16 @@ def test_xfail_error_step_reports_the_freed_previous_request(monkeypatch):
     assert recs[1].finished == ("0",)  # request 0 was freed by vLLM at this step
 
 
-def test_known_bug_categories_are_the_ones_the_repros_show():
-    """Each KNOWN_BUGS category is really produced by its repro, so the list stays honest."""
-    assert "P_state" in _categories(EngineSettings(block_size=4, num_blocks=16),
+def test_fixed_bug_categories_stay_fixed():
+    """The categories the fuzz once found are no longer produced by their repros."""
+    assert "P_state" not in _categories(EngineSettings(block_size=4, num_blocks=16),
                                     [req(0, range(6), output=[50, 51, 52, 53, 54, 55])])
-    assert "evicted_vs_removed" in _categories(EngineSettings(block_size=4, num_blocks=3),
+    assert "evicted_vs_removed" not in _categories(EngineSettings(block_size=4, num_blocks=3,
+                                                                  max_model_len=100),
                                                [req(0, range(8)), req(1, range(8))])
-    assert "decode_past_max_model_len" in _categories(
+    assert "decode_past_max_model_len" not in _categories(
         EngineSettings(block_size=4, num_blocks=16, max_model_len=8), [req(0, range(6), output_len=10)])
-    assert "too_long_at_max_model_len" in _categories(
+    assert "too_long_at_max_model_len" not in _categories(
         EngineSettings(block_size=4, num_blocks=16, max_model_len=8), [req(0, range(8))])
 
 

@@ -12,6 +12,7 @@ import sys
 
 from engine.errors import UserError
 from engine.session import add_engine_arguments
+from tui.widgets.safe import safe_text
 
 EXIT_OK, EXIT_VLLM_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_inspector(args)
     except UserError as err:
-        print(f"prefix-tui: {err}", file=sys.stderr)
+        # Paths and ids in the message come from the user's files: no raw control bytes.
+        print(f"prefix-tui: {safe_text(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("prefix-tui: interrupted", file=sys.stderr)

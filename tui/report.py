@@ -24,6 +24,7 @@ from engine.export import check_writable, export_document, write_json_atomic
 from engine.records import RequestResult, StepRecord, Totals
 from engine.session import settings_dict, settings_from_args
 from engine.vllm_v1 import EngineSettings
+from tui.widgets.safe import safe_text
 
 EXIT_OK, EXIT_VLLM_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -90,7 +91,7 @@ def replay_trace(
     run.seconds = time.perf_counter() - start
     if last is not None:
         run.totals = last.totals
-    summary = getattr(replay, "summary", None)
+    summary = getattr(replay, "serve_summary", None)
     if callable(summary):
         run.summary = summary()
     return run
@@ -120,15 +121,16 @@ def run_headless(args: argparse.Namespace) -> int:
             {"state": run.status, "message": run.message, "serve": run.summary},
         )
         write_json_atomic(args.json, doc)
-        Console(stderr=True).print(Text(f"wrote {args.json}"))
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
+    message = safe_text(run.message)
     if run.status == "bad_input":
-        print(f"prefix-tui: {run.message}", file=sys.stderr)
+        print(f"prefix-tui: {message}", file=sys.stderr)
         return EXIT_USAGE
     if run.status == "vllm_error":
-        print(f"prefix-tui: {run.message}", file=sys.stderr)
+        print(f"prefix-tui: {message}", file=sys.stderr)
         return EXIT_VLLM_ERROR
     if run.status == "interrupted":
-        print(f"prefix-tui: {run.message}; partial results above", file=sys.stderr)
+        print(f"prefix-tui: {message}; partial results above", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -157,17 +159,24 @@ def report_rows(run: RunResult) -> list[tuple[str, str, str]]:
     if t.preemptions or t.preempted_queries:
         rows.append(("Cache hit rate (vLLM PrefixCacheStats)", "Preempted: hit / queried tokens",
                      f"{t.preempted_hits:,} / {t.preempted_queries:,}"))
-    for key, value in run.summary.items():
-        rows.append(("Serve mode (vLLM Scheduler)", key.replace("_", " "), _fmt(value)))
+    sm = run.summary
+    if sm:
+        sec = "Serve mode (vLLM Scheduler)"
+        rows += [
+            (sec, "Scheduler", f"{sm.get('scheduler')} (chunked prefill "
+                               f"{'on' if sm.get('enable_chunked_prefill') else 'off'})"),
+            (sec, "max_num_seqs / max_num_batched_tokens",
+             f"{sm.get('max_num_seqs'):,} / {sm.get('max_num_batched_tokens'):,}"),
+            (sec, "Requests finished / rejected", f"{sm['finished']:,} / {sm['rejected']:,}"),
+            (sec, "Scheduler iterations (simulated)", f"{sm['iterations']:,}"),
+            (sec, "Simulated time", f"{sm['simulated_time_s']:,.1f} s "
+                                    f"({sm['iteration_time_s']} s per iteration)"),
+            (sec, "Preemptions", f"{sm['preemptions']:,}"),
+            (sec, "Peak KV usage", f"{sm['peak_kv_blocks']:,} blocks "
+                                   f"({_pct(sm['peak_kv_usage'])})"),
+            (sec, "Output tokens", f"{sm['output_tokens']:,}"),
+        ]
     return rows
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def settings_line(s: dict) -> Text:
@@ -193,10 +202,11 @@ def print_report(console: Console, run: RunResult) -> None:
             table.add_row(Text(sec, style="bold"), "", end_section=False)
             section = sec
         table.add_row(Text("  " + label), Text(value))
-    console.print(Text("trace: ") + Text(run.label))
+    console.print(Text("trace: ") + Text(safe_text(run.label)))
     console.print(table)
     if run.status != "complete":
-        console.print(Text(f"stopped early ({run.status}): {run.message}", style="bold yellow"))
+        console.print(Text(f"stopped early ({run.status}): {safe_text(run.message)}",
+                           style="bold yellow"))
     console.print(Text(f"replayed in {run.seconds:.2f} s"), style="dim")
 
 
@@ -217,7 +227,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if len(args.traces) < 2:
             raise UserError("compare needs two or more traces (or one trace with --modes)")
         runs = [replay_trace(p, args, settings, args.mode, False, show) for p in args.traces]
-        labels = [Path(p).name for p in args.traces]
+        labels = [safe_text(Path(p).name) for p in args.traces]
     console = Console()
     table = Table(title="PREFIX SHARING METRICS (vLLM Real Block Manager): comparison",
                   caption=settings_line(runs[0].settings))
@@ -227,7 +237,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if len(runs) == 2:
         table.add_column("ratio 1st/2nd", justify="right")
     all_rows = [report_rows(r) for r in runs]
-    labels_seen = [lbl for _s, lbl, _v in all_rows[0]]
+    labels_seen: list[str] = []  # every run's rows, in first-seen order (serve adds some)
+    for rows in all_rows:
+        labels_seen += [lbl for _s, lbl, _v in rows if lbl not in labels_seen]
     for row_label in labels_seen:
         values = []
         for rows in all_rows:
@@ -240,7 +252,8 @@ def run_compare(args: argparse.Namespace) -> int:
     worst = EXIT_OK
     for run in runs:
         if run.status != "complete":
-            print(f"prefix-tui: {run.label}: {run.message}", file=sys.stderr)
+            print(f"prefix-tui: {safe_text(run.label)}: {safe_text(run.message)}",
+                  file=sys.stderr)
             worst = max(worst, EXIT_USAGE if run.status == "bad_input" else EXIT_VLLM_ERROR)
     return worst
 
