@@ -100,6 +100,7 @@ async def test_play_and_pause():
         await pilot.press("plus", "plus", "plus")  # faster: 50 steps/s
         await pilot.press("space")
         await wait_until(pilot, lambda: app.history.position == 11 and not app._playing)
+        await wait_until(pilot, at_step(app, 11))
         assert_shows(app, 11)
         await pilot.press("home", "space")
         await wait_until(pilot, lambda: app.history.position >= 1)
@@ -247,3 +248,15 @@ async def test_narrow_layout_keeps_pool_and_table_and_tabs_side_panes():
         await pilot.pause()
         visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
         assert visible == ["inspector"]
+
+
+async def test_requests_table_fills_results_up_to_the_furthest_step():
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_step(pilot, app, 5)
+        table = app.query_one(SequenceTable)
+        rec = app.history.records[5]
+        await wait_until(pilot, lambda: table.get_cell("5", "hit").plain == str(rec.request.hit_blocks))
+        assert table.get_cell("5", "outcome").plain == "ok"
+        assert table.get_cell("6", "hit").plain == "…"  # not visited yet: no spoiler
+        assert table.get_cell("2", "id").plain == chat_trace()[2].request_id

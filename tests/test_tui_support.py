@@ -62,7 +62,9 @@ def at_step(app, index: int) -> Callable[[], bool]:
     """The cursor is at step ``index`` and the screen shows it."""
     return lambda: (
         app.history.position == index and not app._show_scheduled and app._target is None
-        and app.header.step == index + 1
+        and app.header.step == index + 1 and app.sequences.cursor_row == index
+        and app._table_filled > index  # the requests table shows this step's results
+        and app.header.total_final and app.header.status == ""  # nothing loading or playing
     )
 
 

@@ -12,13 +12,17 @@ moves when the records arrive.
 
 from __future__ import annotations
 
+import gc
+import time
 from pathlib import Path
 from typing import Iterable
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Vertical
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -45,18 +49,21 @@ from tui.widgets.header import InspectorHeader
 from tui.widgets.legend import Legend
 from tui.widgets.modals import ErrorScreen, HelpScreen, PromptScreen
 from tui.widgets.pool_map import PoolMap
-from tui.widgets.request_panel import RequestPanel
+from tui.widgets.request_panel import RequestPanel, token_summary
 from tui.widgets.sequences import SequenceTable
 from tui.widgets.totals import SPARK_STEPS, TotalsPanel
 
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)  # steps per second
 TICK_S = 1 / 30  # playback never redraws faster than this
+TABLE_FLUSH_S = 0.4  # how often new replay results reach the requests table
+FOLLOW_IDLE_S = 0.1  # the table cursor follows the step once steps pause this long,
+FOLLOW_EVERY_S = 0.5  # or at least this often while they keep coming
 SIDE_PANES = (("totals", "Totals"), ("sequences", "Requests"), ("inspector", "Block"),
               ("freeq", "Free queue"), ("events", "Events"))
 
 
 class InspectorApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     ENABLE_COMMAND_PALETTE = False  # every action has a key; the footer needs the room
     TITLE = "prefix-tui"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -109,7 +116,10 @@ class InspectorApp(App[int]):
         self.read_fraction = 0.0
         self._target: int | None = None
         self._hit_series: list[float] = []
-        self._revealed = 0  # sequence-table rows showing their replay results
+        self._shown: tuple[int, frozenset[int]] = (-1, frozenset())  # step, blocks lit
+        self._table_filled = 0  # sequence-table rows showing their replay results
+        self._furthest = -1  # the furthest step shown so far
+        self._last_show = self._last_follow = 0.0
         self._auto_rows: set[int] = set()  # table rows the app moved the cursor to
         self._playing = False
         self._speed = SPEEDS.index(5)
@@ -120,34 +130,49 @@ class InspectorApp(App[int]):
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        # Widgets are kept as attributes: timers and worker messages may arrive while a
+        # modal screen is on top or while the app shuts down, when queries would fail.
         s = self.settings
-        yield InspectorHeader(self.trace_name, s, id="header")
-        with Horizontal(id="body"):
+        self.header = InspectorHeader(self.trace_name, s, id="header")
+        self.request_panel = RequestPanel(s.block_size, id="request")
+        self.block_table = BlockTable(s.num_blocks, id="blocks")
+        self.pool_map = PoolMap(s.num_blocks, id="pool")
+        self.tabs = Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="side-tabs")
+        self.totals = TotalsPanel(id="totals", classes="pane -active")
+        self.sequences = SequenceTable(s.block_size, id="sequences", classes="pane")
+        self.inspector = BlockInspector(id="inspector", classes="pane")
+        self.free_queue = FreeQueuePanel(id="freeq", classes="pane")
+        self.events_panel = EventsPanel(id="events", classes="pane")
+        self._panes = (self.totals, self.sequences, self.inspector, self.free_queue, self.events_panel)
+        yield self.header
+        with Container(id="body"):
             with Vertical(id="main"):
-                yield RequestPanel(s.block_size, id="request")
-                yield BlockTable(s.num_blocks, id="blocks")
-                yield PoolMap(s.num_blocks, id="pool")
+                yield self.request_panel
+                yield self.block_table
+                yield self.pool_map
                 yield Legend(id="legend")
-            with Vertical(id="side"):
-                yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="side-tabs")
-                yield TotalsPanel(id="totals", classes="pane -active")
-                yield SequenceTable(s.block_size, id="sequences", classes="pane")
-                yield BlockInspector(id="inspector", classes="pane")
-                yield FreeQueuePanel(id="freeq", classes="pane")
-                yield EventsPanel(id="events", classes="pane")
+            # The panes are children of #body, not of a side column: app.tcss lays them
+            # out as a grid around #main when wide, and as tabs under it when narrow.
+            yield self.tabs
+            yield from self._panes
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#blocks").border_title = "block table"
-        self.query_one("#pool").border_title = f"block pool ({self.settings.num_blocks:,} blocks)"
-        self.query_one("#totals").border_title = "totals"
-        self.query_one("#sequences").border_title = "requests"
-        self.query_one("#inspector").border_title = "block inspector"
-        self.query_one("#freeq").border_title = "free queue"
-        self.query_one("#events").border_title = "KV events"
+        titles = ("totals", "requests", "block inspector", "free queue", "KV events")
+        for pane, title in zip(self._panes, titles):
+            pane.border_title = title
+        self.block_table.border_title = "block table"
+        self.pool_map.border_title = f"block pool ({self.settings.num_blocks:,} blocks)"
         self.pool_map.show(self.history.pool, {}, frozenset())
         self._show_loading()
         self._spin_timer = self.set_interval(0.2, self._spin)
+        self.set_interval(TABLE_FLUSH_S, self._flush_table)
+        self.set_interval(FOLLOW_IDLE_S / 2, self._follow_table)
+        # Start the workers once the first frame is out: importing vLLM in a thread still
+        # competes for the GIL, and the screen should come first.
+        self.call_after_refresh(self._start_workers)
+
+    def _start_workers(self) -> None:
         self._read_trace()
         self._start_engine()
 
@@ -155,20 +180,10 @@ class InspectorApp(App[int]):
         self.feed.close()
 
     @property
-    def pool_map(self) -> PoolMap:
-        return self.query_one(PoolMap)
-
-    @property
-    def block_table(self) -> BlockTable:
-        return self.query_one(BlockTable)
-
-    @property
-    def sequences(self) -> SequenceTable:
-        return self.query_one(SequenceTable)
-
-    @property
-    def header(self) -> InspectorHeader:
-        return self.query_one(InspectorHeader)
+    def _main(self) -> Screen:
+        # Timers and messages keep arriving while a modal (help, a prompt) is on top; the
+        # panes live on the first screen, so queries go there, not to the active screen.
+        return self.screen_stack[0]
 
     # -- workers (thread bodies live in the Feed) ----------------------------------------------
     @work(thread=True, exit_on_error=False, group="trace", name="read trace")
@@ -222,12 +237,18 @@ class InspectorApp(App[int]):
         self.read_count = msg.count
         self.read_fraction = msg.bytes_read / msg.total_bytes if msg.total_bytes else 1.0
         self.sequences.add_requests(requests)
+        gc.freeze()  # see the note below
         self.header.update_state(total=msg.count, total_final=msg.done)
         if msg.done and not msg.count and self.trace_error is None:
             self.trace_error = "the trace has no requests"
         if not self.history.records:
             self._show_loading()
         self._update_status()
+
+    # Why gc.freeze(): records and requests are millions of small immutable tuples that live
+    # as long as the app. Left to the cyclic GC, every full collection walks all of them
+    # (half a second on a long trace, freezing the screen). Freezing moves what exists now
+    # out of the collector's sight; it is O(1), and they hold no reference cycles.
 
     def on_trace_failed(self, msg: TraceFailed) -> None:
         self.trace_error = msg.text
@@ -259,6 +280,7 @@ class InspectorApp(App[int]):
             self.history.append(rec)
             r = rec.request
             self._hit_series.append(r.hit_tokens / r.prompt_tokens if r and r.prompt_tokens else 0.0)
+        gc.freeze()  # see the note above on_trace_failed
         if self._target is not None and (self._target < len(self.history) or msg.done):
             target, self._target = self._target, None
             self._seek(min(target, len(self.history) - 1))
@@ -271,7 +293,7 @@ class InspectorApp(App[int]):
     def on_block_report(self, msg: BlockReport) -> None:
         report = msg.report
         if report.block_id == self.selected_block:
-            self.query_one(BlockInspector).show(report)
+            self.inspector.show(report)
 
     def on_block_clicked(self, msg: BlockClicked) -> None:
         self.action_select_block(msg.block_id)
@@ -294,7 +316,7 @@ class InspectorApp(App[int]):
     @on(Tabs.TabActivated, "#side-tabs")
     def _tab_activated(self, event: Tabs.TabActivated) -> None:
         pane = (event.tab.id or "").removeprefix("tab-")
-        for widget in self.query(".pane"):
+        for widget in self._panes:
             widget.set_class(widget.id == pane, "-active")
 
     # -- the cursor ------------------------------------------------------------------------------
@@ -341,29 +363,67 @@ class InspectorApp(App[int]):
         seq = rec.seqs[0] if rec.seqs else None
         current = dict(zip(seq.block_ids, seq.states)) if seq else {}
         evicted = frozenset(bid for bid, _ in rec.evicted)
-        self.pool_map.show(self.history.pool, current, evicted)
+        self.pool_map.show(self.history.pool, current, evicted, self._changed_blocks(i, current, evicted))
         placeholder = ""
         if seq is None and rec.request is not None:
             placeholder = "no blocks: " + rec.note
         self.block_table.show(seq, placeholder)
-        self.query_one(RequestPanel).show(rec)
-        self.query_one(TotalsPanel).show(rec.totals, self._hit_series[max(0, i + 1 - SPARK_STEPS): i + 1])
-        if i + 1 > self._revealed:
-            # The table shows replay results only up to the furthest step visited: no
-            # spoilers of what the replay (running ahead) already knows.
-            self.sequences.apply_records(self.history.records[self._revealed : i + 1])
-            self._revealed = i + 1
-        if self.sequences.cursor_row != i and i < self.sequences.row_count:
-            self._auto_rows.add(i)
-            self.sequences.follow(i)
-        self.query_one(FreeQueuePanel).show(rec, self.history.pool)
-        self.query_one(EventsPanel).show(rec)
+        summary = token_summary(rec, self.settings.block_size)
+        if len(summary) + 18 > self.block_table.size.width:
+            summary = token_summary(rec, self.settings.block_size, short=True)
+        self.block_table.border_title = Text(f"block table · {summary}")
+        self.request_panel.show(rec)
+        self.totals.show(rec.totals, self._hit_series[max(0, i + 1 - SPARK_STEPS): i + 1])
+        self._last_show = time.monotonic()
+        self._furthest = max(self._furthest, i)
+        self.free_queue.show(rec, self.history.pool)
+        self.events_panel.show(rec)
         self.header.update_state(step=i + 1)
         if self.selected_block is not None:
             self._inspect(self.selected_block)
         if self._playing and (rec.error is not None or rec.request.outcome is Outcome.ERROR):
             self._set_playing(False)  # stop on an error: it is shown at its step
         self._update_status()
+
+    def _follow_table(self) -> None:
+        """Put the requests table's cursor on the current step, lazily: moving a DataTable
+        cursor re-renders all its visible rows, so while steps come fast (a held key,
+        play) the table follows at most every FOLLOW_EVERY_S, and right after they stop."""
+        i = self.history.position
+        table = self.sequences
+        if i < 0 or table.cursor_row == i or i >= table.row_count:
+            return
+        now = time.monotonic()
+        if now - self._last_show < FOLLOW_IDLE_S and now - self._last_follow < FOLLOW_EVERY_S:
+            return
+        self._last_follow = now
+        self._auto_rows.add(i)
+        table.follow(i)
+
+    def _flush_table(self) -> None:
+        # Any DataTable cell update re-renders its visible rows and re-measures all rows,
+        # so new results are written in batches a few times a second, never per step.
+        # Results show up to the furthest step visited: the table is the requests "so far",
+        # not a preview of what the replay, running ahead, already knows.
+        end = min(len(self.history), self._furthest + 1)
+        if end <= self._table_filled:
+            return
+        self.sequences.apply_records(self.history.records[self._table_filled : end])
+        self._table_filled = end
+
+    def _changed_blocks(self, index: int, current: dict, evicted: frozenset[int]) -> set[int] | None:
+        """Blocks whose pool-map cell may differ from the last step shown; None after a
+        jump (the pool map then redraws every row)."""
+        prev, lit = self._shown
+        now = frozenset(current) | evicted
+        self._shown = (index, now)
+        if prev < 0 or abs(index - prev) > 64:
+            return None
+        changed = set(lit | now)
+        for rec in self.history.records[min(index, prev) + 1 : max(index, prev) + 1]:
+            changed.update(bid for bid, _b, _a in rec.pool_delta)  # steps applied or undone
+            changed.update(bid for seq in rec.seqs for bid in seq.block_ids)
+        return changed
 
     def _update_total(self) -> None:
         if self.feed.replay_done and len(self.history) < self.read_count:
@@ -412,7 +472,7 @@ class InspectorApp(App[int]):
             )
         if self.trace_error:
             lines.append(f"Trace: {self.trace_error}")
-        self.query_one(RequestPanel).show(None, "\n".join(lines))
+        self.request_panel.show(None, "\n".join(lines))
         self.block_table.show(None, "")
 
     # -- actions ------------------------------------------------------------------------------
@@ -504,8 +564,8 @@ class InspectorApp(App[int]):
         self.selected_block = block_id
         self.pool_map.select(block_id)
         self.block_table.select(block_id)
-        if self.screen.has_class("-narrow"):
-            self.query_one(Tabs).active = "tab-inspector"
+        if self._main.has_class("-narrow"):
+            self.tabs.active = "tab-inspector"
         self._inspect(block_id)
 
     def action_walk_block(self, delta: int) -> None:
@@ -518,7 +578,7 @@ class InspectorApp(App[int]):
 
     def _inspect(self, block_id: int) -> None:
         upto = self.history.position
-        inspector = self.query_one(BlockInspector)
+        inspector = self.inspector
         if upto < 0:
             return
         inspector.show_pending(block_id, upto)
@@ -541,7 +601,7 @@ class InspectorApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_next_pane(self) -> None:
-        tabs = self.query_one(Tabs)
+        tabs = self.tabs
         ids = [f"tab-{pane}" for pane, _ in SIDE_PANES]
         current = ids.index(tabs.active) if tabs.active in ids else -1
         tabs.active = ids[(current + 1) % len(ids)]

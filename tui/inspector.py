@@ -171,6 +171,9 @@ class Feed:
         try:
             for record in replay:
                 self.records.append(record)
+                # Hand the GIL to the UI thread between records: a replay running flat out
+                # (End, top-speed play) must not make the screen wait for its time slice.
+                time.sleep(0)
                 now = time.monotonic()
                 if now - last >= POST_EVERY_S:
                     last = now

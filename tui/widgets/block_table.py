@@ -3,7 +3,10 @@
 Each cell is the block's state letter and its physical block id (" H17 "), coloured by
 state. A bar separates prompt blocks from blocks allocated while decoding the output, so
 the R cell (vLLM recomputing the last prompt block) sits visibly at the end of the prompt.
-Line API, like the pool map: a 100k-token prompt has thousands of blocks.
+
+Line API with a fixed height and its own scroll offset: a 100k-token prompt has thousands
+of blocks, and a ScrollView would change its virtual size (a relayout of the whole screen)
+on nearly every step. Wheel, ↑/↓ when focused, and block selection scroll it.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.text import Text
 from textual import events
-from textual.geometry import Size
-from textual.scroll_view import ScrollView
+from textual.binding import Binding
 from textual.strip import Strip
+from textual.widget import Widget
 
 from engine.records import BlockState, SeqView
 from tui.messages import BlockClicked
@@ -23,8 +26,12 @@ from tui.widgets.safe import safe_text
 SEPARATOR = "│ "
 
 
-class BlockTable(ScrollView, can_focus=True):
+class BlockTable(Widget, can_focus=True):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
+    BINDINGS = [
+        Binding("up", "scroll_rows(-1)", "Up", show=False),
+        Binding("down", "scroll_rows(1)", "Down", show=False),
+    ]
 
     def __init__(self, num_blocks: int, **kw) -> None:
         super().__init__(**kw)
@@ -32,18 +39,26 @@ class BlockTable(ScrollView, can_focus=True):
         self.seq: SeqView | None = None
         self.placeholder = ""
         self.selected: int | None = None
+        self.top = 0  # first row of cells shown
         # Per row: list of (x0, x1, position in the block table); rebuilt on show/resize.
         self._rows: list[list[tuple[int, int, int]]] = []
         self._palette = palette.Palette(self)
 
     # -- attributes down ----------------------------------------------------------------------
     def show(self, seq: SeqView | None, placeholder: str = "") -> None:
+        self.top = 0
         self.seq = seq
         self.placeholder = placeholder
         self._layout()
 
     def select(self, block_id: int | None) -> None:
         self.selected = block_id
+        pos = self.position_of(block_id) if block_id is not None else None
+        if pos is not None:
+            row = next((r for r, cells in enumerate(self._rows) if cells[0][2] <= pos <= cells[-1][2]), 0)
+            height = max(1, self.content_size.height)
+            if not self.top <= row < self.top + height:
+                self.top = max(0, row - height + 1) if row >= self.top else row
         self.refresh()
 
     @property
@@ -55,9 +70,36 @@ class BlockTable(ScrollView, can_focus=True):
     def block_ids(self) -> tuple[int, ...]:
         return self.seq.block_ids if self.seq else ()
 
+    def position_of(self, block_id: int) -> int | None:
+        if self.seq is None:
+            return None
+        try:
+            return self.seq.block_ids.index(block_id)
+        except ValueError:
+            return None
+
+    # -- scrolling ----------------------------------------------------------------------------
+    def action_scroll_rows(self, delta: int) -> None:
+        self._scroll(delta)
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        event.stop()
+        self._scroll(1)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        event.stop()
+        self._scroll(-1)
+
+    def _scroll(self, delta: int) -> None:
+        height = max(1, self.content_size.height)
+        top = max(0, min(self.top + delta, len(self._rows) - height))
+        if top != self.top:
+            self.top = top
+            self.refresh()
+
     # -- layout ---------------------------------------------------------------------------------
     def _layout(self) -> None:
-        width = max(1, self.scrollable_content_region.width)
+        width = max(1, self.content_size.width)
         cell = self._id_width + 4  # " H17 " and a gap
         rows: list[list[tuple[int, int, int]]] = []
         row: list[tuple[int, int, int]] = []
@@ -76,7 +118,6 @@ class BlockTable(ScrollView, can_focus=True):
         if row:
             rows.append(row)
         self._rows = rows
-        self.virtual_size = Size(width, max(1, len(rows)))
         self.refresh()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -87,18 +128,24 @@ class BlockTable(ScrollView, can_focus=True):
         self._palette.clear()
 
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+        width = self.content_size.width
         base = self.rich_style
-        index = round(self.scroll_offset.y) + y
+        pal = self._palette
         seq = self.seq
         if seq is None or not seq.block_ids:
             if y == 0 and self.placeholder:
-                text = Text(safe_text(self.placeholder), style=self._palette[palette.LABEL])
+                text = Text(safe_text(self.placeholder), style=pal[palette.LABEL], no_wrap=True)
                 return Strip(text.render(self.app.console)).extend_cell_length(width, base).crop(0, width)
             return Strip.blank(width, base)
+        height = self.content_size.height
+        index = self.top + y
+        more = len(self._rows) - (self.top + height)
+        if y == height - 1 and more > 0 and height > 1:
+            hidden = sum(len(r) for r in self._rows[index:])
+            text = Text(f"… {hidden} more blocks below (scroll, or select one)", style=pal[palette.LABEL])
+            return Strip(text.render(self.app.console)).extend_cell_length(width, base).crop(0, width)
         if index >= len(self._rows):
             return Strip.blank(width, base)
-        pal = self._palette
         segments: list[Segment] = []
         x = 0
         first_output = seq.num_prompt_blocks
@@ -122,7 +169,7 @@ class BlockTable(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None or self.seq is None:
             return
-        index = round(self.scroll_offset.y) + offset.y
+        index = self.top + offset.y
         if index >= len(self._rows):
             return
         for x0, x1, i in self._rows[index]:
@@ -130,14 +177,6 @@ class BlockTable(ScrollView, can_focus=True):
                 event.stop()
                 self.post_message(BlockClicked(self.seq.block_ids[i], source="table"))
                 return
-
-    def position_of(self, block_id: int) -> int | None:
-        if self.seq is None:
-            return None
-        try:
-            return self.seq.block_ids.index(block_id)
-        except ValueError:
-            return None
 
 
 def state_at(seq: SeqView | None, block_id: int) -> BlockState | None:

@@ -54,7 +54,7 @@ class EventsPanel(Widget):
 
     def show(self, record: StepRecord | None) -> None:
         self.record = record
-        self.refresh(layout=True)
+        self.refresh()  # fixed height (app.tcss): no relayout of the screen per step
 
     def lines(self) -> list[tuple[str, str]]:
         rec = self.record

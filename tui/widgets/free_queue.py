@@ -30,7 +30,7 @@ class FreeQueuePanel(Widget):
     def show(self, record: StepRecord | None, pool: Sequence[Slot]) -> None:
         self.record = record
         self._pool = pool
-        self.refresh(layout=True)
+        self.refresh()  # fixed height (app.tcss): no relayout of the screen per step
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -54,8 +54,8 @@ class FreeQueuePanel(Widget):
             return Text("no step yet", style=pal[palette.LABEL])
         text = Text.assemble(
             (f"{rec.num_free:,} free", "bold"),
-            (f", {rec.num_cached_free:,} of them cached-free. " if rec.num_cached_free >= 0 else ". ", ""),
-            ("Next out (evicted first) →", pal[palette.LABEL]),
+            (f" ({rec.num_cached_free:,} cached-free)" if rec.num_cached_free >= 0 else "", ""),
+            (" · handed out from the left; a c handed out is evicted", pal[palette.LABEL]),
             "\n",
         )
         for bid, glyph in self.chips():

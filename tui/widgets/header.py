@@ -33,8 +33,11 @@ class InspectorHeader(Widget):
 
     @property
     def step_text(self) -> str:
+        if not self.total_final and not self.total:
+            return "reading trace…"
         total = f"{self.total:,}" if self.total_final else f"≥{self.total:,}"
-        return f"step {self.step:,} / {total}"
+        step = f"{self.step:,}" if self.step else "–"
+        return f"step {step} / {total}"
 
     def _settings_text(self, form: int) -> str:
         s = self.settings

@@ -2,14 +2,15 @@
 
 A 100,000-block pool must scroll and step smoothly, so there is one widget, not one per
 block: ``render_line`` draws only the visible rows, and each row's Strip is kept in an LRU
-cache keyed by the step generation, which the app bumps on every step.
+cache; a step drops only the rows holding blocks it changed, a jump drops them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -33,10 +34,12 @@ class PoolMap(ScrollView, can_focus=True):
         self._current: Mapping[int, BlockState] = {}
         self._evicted: frozenset[int] = frozenset()
         self.selected: int | None = None
-        self._generation = 0
         self._grid = make_grid(num_blocks, 40, 10, num_blocks - 1)
-        self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
+        self._width = 40
+        # Strips of drawn rows (row -> Strip), dropped row by row as blocks change.
+        self._cache: LRUCache[int, Strip] = LRUCache(1024)
         self._palette = palette.Palette(self)
+        self._style_map: dict[str, Style] = {}
 
     # -- attributes down: the app calls these on the UI thread --------------------------
     def show(
@@ -44,16 +47,30 @@ class PoolMap(ScrollView, can_focus=True):
         pool: Sequence[Slot],
         current: Mapping[int, BlockState],
         evicted: frozenset[int],
+        changed: Iterable[int] | None = None,
     ) -> None:
-        """Draw the pool as of the cursor; ``pool`` is the cursor's live list (read only)."""
+        """Draw the pool as of the cursor; ``pool`` is the cursor's live list (read only).
+
+        ``changed``: the only blocks whose cell can differ from what is drawn (one step:
+        its pool delta and both requests' blocks); None redraws every row (a jump)."""
         self._pool = pool
         self._current = current
         self._evicted = evicted
-        self._invalidate()
+        if changed is None:
+            self._cache.clear()
+        else:
+            per_row = self._grid.per_row
+            for row in {bid // per_row for bid in changed}:
+                self._cache.discard(row)
+        self.refresh()
 
     def select(self, block_id: int | None, *, scroll: bool = True) -> None:
+        per_row = self._grid.per_row
+        for bid in (self.selected, block_id):
+            if bid is not None:
+                self._cache.discard(bid // per_row)
         self.selected = block_id
-        self._invalidate()
+        self.refresh()
         if block_id is not None and scroll:
             line = self._grid.row_of(block_id) * self._grid.row_height
             top = round(self.scroll_offset.y)
@@ -76,14 +93,10 @@ class PoolMap(ScrollView, can_focus=True):
         return self._grid
 
     # -- layout and drawing -----------------------------------------------------------------
-    def _invalidate(self) -> None:
-        self._generation += 1
-        self._cache.clear()
-        self.refresh()
-
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._palette.clear()
+        self._style_map = {}
         self._cache.clear()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -91,24 +104,27 @@ class PoolMap(ScrollView, can_focus=True):
         # Lay out for the width without a vertical scrollbar; if one appears, the grid is
         # recomputed on the resize that follows.
         grid = make_grid(self.num_blocks, region.width, region.height, self.num_blocks - 1)
-        if grid != self._grid:
-            self._grid = grid
+        if grid != self._grid or region.width != self._width:
+            self._grid, self._width = grid, region.width
             self._cache.clear()
         self.virtual_size = Size(region.width, max(1, grid.lines - (grid.row_height - 1)))
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
         line = round(self.scroll_offset.y) + y
-        width = self.scrollable_content_region.width
-        key = (line, width, self._generation)
-        strip = self._cache.get(key)
+        width = self._width
+        row, sub = divmod(line, self._grid.row_height)
+        if sub:
+            return Strip.blank(width, self.rich_style)
+        strip = self._cache.get(row)
         if strip is None:
-            row, sub = divmod(line, self._grid.row_height)
-            strip = Strip.blank(width, self.rich_style) if sub else self._render_row(row, width)
-            self._cache[key] = strip
+            strip = self._render_row(row, width)
+            self._cache[row] = strip
         return strip
 
     def _render_row(self, row: int, width: int) -> Strip:
+        # The hot path of a step on a big pool: one tight loop per visible row, runs of
+        # equal cells merged into one Segment (a dense row of free blocks is one segment).
         grid, pal = self._grid, self._palette
         base = self.rich_style
         start = row * grid.per_row
@@ -118,22 +134,51 @@ class PoolMap(ScrollView, can_focus=True):
         segments: list[Segment] = []
         if grid.label:
             segments.append(Segment(f"{start:>{grid.label - 1}} ", pal[palette.LABEL]))
-        gap = Segment(" " * grid.gap, base)
-        pad = " " * grid.pad
-        selected = self.selected
-        id_w = grid.id_width
+        pool, current, evicted = self._pool, self._current, self._evicted
+        npool, null_id, selected = len(pool), self.null_block_id, self.selected
+        show_id, id_w, pad = grid.show_id, grid.id_width, " " * grid.pad
+        gap = " " * grid.gap
+        styles = self._styles()
+        run_text: list[str] = []
+        run_style = None
         for bid in range(start, end):
-            cls, glyph = self.cell(bid)
-            style = pal[cls]
-            if bid == selected:
-                style = style + pal[palette.SELECTED]
-            if grid.show_id:
-                segments.append(Segment(f"{pad}{glyph}{bid:<{id_w}}{pad}", style))
+            state = current.get(bid)
+            if state is not None:
+                cls, glyph = palette.STATE_CLASS[state], state.letter
+            elif bid in evicted:
+                cls, glyph = palette.POOL_EVICTED, "!"
             else:
-                segments.append(Segment(glyph, style))
-            if grid.gap:
-                segments.append(gap)
-        return Strip(segments).simplify().extend_cell_length(width, base).crop(0, width)
+                ref, block_hash = pool[bid] if bid < npool else (0, None)
+                if bid == null_id:
+                    cls, glyph = palette.POOL_NULL, "x"
+                elif ref > 0:
+                    cls = palette.POOL_USED if ref == 1 else palette.POOL_USED_MANY
+                    glyph = str(ref) if ref < 10 else "+"
+                elif block_hash is not None:
+                    cls, glyph = palette.POOL_CACHED, "c"
+                else:
+                    cls, glyph = palette.POOL_FREE, "·"
+            style = styles[cls] if bid != selected else styles[cls] + styles[palette.SELECTED]
+            text = f"{pad}{glyph}{bid:<{id_w}}{pad}" if show_id else glyph
+            if style is not run_style:
+                if run_text:
+                    segments.append(Segment("".join(run_text), run_style))
+                run_text, run_style = [], style
+            run_text.append(text)
+            if gap:
+                # The gap takes the base style, so it ends the run.
+                segments.append(Segment("".join(run_text), run_style))
+                segments.append(Segment(gap, base))
+                run_text, run_style = [], None
+        if run_text:
+            segments.append(Segment("".join(run_text), run_style))
+        return Strip(segments).extend_cell_length(width, base).crop(0, width)
+
+    def _styles(self) -> dict[str, Style]:
+        if not self._style_map:
+            pal = self._palette
+            self._style_map = {name: pal[name] for name in palette.COMPONENT_CLASSES}
+        return self._style_map
 
     # -- mouse ------------------------------------------------------------------------------
     def on_click(self, event: events.Click) -> None:

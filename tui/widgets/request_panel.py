@@ -21,6 +21,27 @@ OUTCOME_CLASS = {
 }
 
 
+def token_summary(rec: StepRecord, block_size: int, short: bool = False) -> str:
+    """Prompt / hit / output token counts of a step's request: the block table's title.
+    Numbers only, so it is safe to use as a border title."""
+    r = rec.request
+    if r is None:
+        return ""
+    seq = rec.seqs[0] if rec.seqs else None
+    out_blocks = (len(seq.block_ids) - seq.num_prompt_blocks) if seq else 0
+    out_tokens = r.output_tokens if seq else r.request.num_output_tokens
+    if short:
+        text = f"{r.prompt_tokens:,} tok ({r.prompt_blocks:,} blk) · {r.hit_tokens:,} hit · {out_tokens:,} out"
+        return text + (f" (+{out_blocks} blk)" if seq else "")
+    text = (
+        f"prompt {r.prompt_tokens:,} tok = {r.prompt_blocks:,} blocks of {block_size} · "
+        f"hit {r.hit_tokens:,} tok · output {out_tokens:,} tok"
+    )
+    if seq:
+        text += f" → {out_blocks} block{'s' * (out_blocks != 1)}"
+    return text
+
+
 class RequestPanel(Widget):
     COMPONENT_CLASSES = {
         "request--id", "request--dim", "request--ok", "request--warn", "request--error",
@@ -35,7 +56,7 @@ class RequestPanel(Widget):
     def show(self, record: StepRecord | None, message: str = "") -> None:
         self.record = record
         self.message = message
-        self.refresh(layout=True)
+        self.refresh()  # fixed height (app.tcss): no relayout of the screen per step
 
     def render(self) -> Text:
         rec = self.record
@@ -56,23 +77,10 @@ class RequestPanel(Widget):
             turn = f", turn {req.turn}" if req.turn is not None else ""
             head.append_text(Text.assemble(sep, f"conversation {conv}{turn}"))
         head.append_text(Text.assemble(sep, (f"trace line {req.line}", dim)))
-        seq = rec.seqs[0] if rec.seqs else None
-        out_blocks = (len(seq.block_ids) - seq.num_prompt_blocks) if seq else 0
-        tokens = Text.assemble(
-            ("prompt ", dim),
-            f"{r.prompt_tokens:,} tok",
-            (f" = {r.prompt_blocks:,} blocks of {self.block_size}", dim),
-            sep,
-            ("hit ", dim),
-            f"{r.hit_tokens:,} tok",
-            sep,
-            ("output ", dim),
-            f"{r.output_tokens or req.num_output_tokens:,} tok",
-            (f" ({out_blocks} new block{'s' * (out_blocks != 1)})" if seq else "", dim),
-        )
+        head.truncate(max(1, self.content_size.width), overflow="ellipsis")  # one line
         note = Text(safe_text(rec.note), style=self.get_component_rich_style(OUTCOME_CLASS[r.outcome]))
         if rec.error is not None:
             note.append("  (press e for vLLM's traceback)", style=dim)
         elif r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG):
             note.append("  (press e for details)", style=dim)
-        return Text("\n").join([head, tokens, note])
+        return Text("\n").join([head, note])

@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import Label, Sparkline
 from rich.style import Style
 
 from engine import metrics
@@ -77,22 +78,15 @@ ROWS = (
 )
 
 
-class TotalsPanel(Vertical):
+class TotalsFigures(Widget):
+    """The figures table; a render() widget so a step refreshes it without a relayout
+    (Static.update would relayout the screen)."""
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.values: dict[str, str] = totals_values(Totals())
 
-    def compose(self) -> ComposeResult:
-        yield Static(self._table(), id="totals-figures")
-        yield Label(self._spark_label(), id="totals-spark-label")
-        yield HitSparkline([], id="totals-spark")
-
-    def show(self, totals: Totals, series: list[float]) -> None:
-        self.values = totals_values(totals)
-        self.query_one("#totals-figures", Static).update(self._table())
-        self.query_one("#totals-spark", Sparkline).data = series
-
-    def _table(self) -> Table:
+    def render(self) -> Table:
         v = self.values
         two_columns = self.size.width >= 60 or not self.size.width
         table = Table.grid(padding=(0, 1), expand=False)
@@ -109,10 +103,27 @@ class TotalsPanel(Vertical):
                 table.add_row(" " + label2, Text(v[key2]))
         return table
 
+
+class TotalsPanel(Vertical):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.values: dict[str, str] = totals_values(Totals())
+
+    def compose(self) -> ComposeResult:
+        yield TotalsFigures(id="totals-figures")
+        yield Label(self._spark_label(), id="totals-spark-label")
+        yield HitSparkline([], id="totals-spark")
+
+    def show(self, totals: Totals, series: list[float]) -> None:
+        self.values = totals_values(totals)
+        figures = self.query_one(TotalsFigures)
+        figures.values = self.values
+        figures.refresh()
+        self.query_one("#totals-spark", Sparkline).data = series
+
     def _spark_label(self) -> str:
         steps = min(SPARK_STEPS, max(self.size.width - 2, 0)) or SPARK_STEPS
         return f"hit rate per request, last {steps} steps"
 
     def on_resize(self) -> None:
-        self.query_one("#totals-figures", Static).update(self._table())
         self.query_one("#totals-spark-label", Label).update(self._spark_label())
