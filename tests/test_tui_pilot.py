@@ -260,3 +260,82 @@ async def test_requests_table_fills_results_up_to_the_furthest_step():
         assert table.get_cell("5", "outcome").plain == "ok"
         assert table.get_cell("6", "hit").plain == "…"  # not visited yet: no spoiler
         assert table.get_cell("2", "id").plain == chat_trace()[2].request_id
+
+
+async def test_error_inside_vllm_is_shown_at_its_step(monkeypatch):
+    from engine.vllm_v1 import V1Backend
+
+    real = V1Backend.allocate
+
+    def allocate(self, request, num_new_tokens, lookup=None):
+        if request.request_id == "4":  # the replay's seq id of step 5
+            raise RuntimeError("boom [bold]not markup[/]")
+        return real(self, request, num_new_tokens, lookup)
+
+    monkeypatch.setattr(V1Backend, "allocate", allocate)
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_step(pilot, app, 4)
+        rec = app.history.current
+        assert rec.error is not None and "boom" in rec.error.message
+        assert "vLLM raised" in rec.note
+        assert app.header.step_text == "step 5 / 5"  # the replay stops at the error
+        await pilot.press("e")
+        assert isinstance(app.screen, ErrorScreen)
+        assert "RuntimeError" in app.screen.traceback and "boom" in app.screen.traceback
+        await pilot.press("escape")
+        await pilot.press("left")  # the app keeps running
+        await wait_until(pilot, at_step(app, 3))
+
+
+async def test_engine_that_cannot_start_leaves_the_trace_browsable(monkeypatch):
+    from engine.vllm_v1 import AdapterMismatch, V1Backend
+
+    def broken(self, settings, verbose=False):
+        raise AdapterMismatch("vLLM 9.9 differs from what prefix-tui's adapter knows")
+
+    monkeypatch.setattr(V1Backend, "__init__", broken)
+    app = chat_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.engine_status == "failed")
+        assert app.sequences.row_count == 12
+        assert "could not start" in app.request_panel.message
+        assert "vLLM failed" in app.header.status
+        await pilot.press("e")
+        assert isinstance(app.screen, ErrorScreen)
+        assert "adapter" in app.screen.message
+
+
+async def test_trace_file_with_a_bad_line_replays_what_came_before(tmp_path):
+    import json
+
+    path = tmp_path / "t.jsonl"
+    lines = [json.dumps({"request_id": f"q{i}", "prompt_token_ids": list(range(1, 10 + i))})
+             for i in range(3)]
+    path.write_text("\n".join(lines) + "\n{not json\n")
+    app = InspectorApp(str(path), CHAT)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.feed.replay_done and app.trace_error is not None)
+        assert app.trace_error.startswith(f"{path}:4: ")
+        app._goto(99)
+        await wait_until(pilot, lambda: app.history.position == 2)
+        assert app.header.step_text == "step 3 / 3"
+        await pilot.press("e")
+        assert isinstance(app.screen, ErrorScreen) and ":4:" in app.screen.message
+
+
+def test_run_inspector_fails_before_the_screen_on_a_missing_trace(tmp_path):
+    import argparse
+
+    import pytest
+
+    from engine.errors import UserError
+    from engine.session import add_engine_arguments
+    from tui.inspector import run_inspector
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("trace")
+    add_engine_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "missing.jsonl")])
+    with pytest.raises(UserError, match="no such file"):
+        run_inspector(args)

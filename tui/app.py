@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import time
+import traceback
 from pathlib import Path
 from typing import Iterable
 
@@ -53,6 +54,7 @@ from tui.widgets.request_panel import RequestPanel, token_summary
 from tui.widgets.sequences import SequenceTable
 from tui.widgets.totals import SPARK_STEPS, TotalsPanel
 
+TO_THE_END = 1 << 62  # End pressed before the trace's length is known
 SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)  # steps per second
 TICK_S = 1 / 30  # playback never redraws faster than this
 TABLE_FLUSH_S = 0.4  # how often new replay results reach the requests table
@@ -221,9 +223,7 @@ class InspectorApp(App[int]):
         if event.state is WorkerState.ERROR:
             err = event.worker.error
             text = f"{event.worker.name} failed: {type(err).__name__}: {err}"
-            import traceback as tb
-
-            trace = "".join(tb.format_exception(err)) if err is not None else ""
+            trace = "".join(traceback.format_exception(err)) if err is not None else ""
             if event.worker.group in ("engine", "replay"):
                 self.engine_error = (text, trace)
                 self.engine_status = "failed"
@@ -381,7 +381,7 @@ class InspectorApp(App[int]):
         self.header.update_state(step=i + 1)
         if self.selected_block is not None:
             self._inspect(self.selected_block)
-        if self._playing and (rec.error is not None or rec.request.outcome is Outcome.ERROR):
+        if self._playing and rec.error is not None:
             self._set_playing(False)  # stop on an error: it is shown at its step
         self._update_status()
 
@@ -432,13 +432,14 @@ class InspectorApp(App[int]):
 
     # -- status line ------------------------------------------------------------------------------
     def _spin(self) -> None:
-        self._spinner += 1
-        loading = self.engine_status not in ("ready", "failed") or (
-            self._target is not None and self._target >= len(self.history)
+        # Animate the status only while something is loading; an idle screen stays still.
+        busy = (
+            self.engine_status not in ("ready", "failed")
+            or self._target is not None
+            or not (self.feed.read_done or self.feed.reader_paused)
         )
-        if loading:
-            self._update_status()
-        elif self.engine_status in ("ready", "failed") and not self.feed.read_done:
+        if busy:
+            self._spinner += 1
             self._update_status()
 
     def _update_status(self) -> None:
@@ -448,13 +449,14 @@ class InspectorApp(App[int]):
             parts.append("vLLM failed (e: details)")
         elif self.engine_status != "ready":
             parts.append(f"{spin} {self.engine_status}")
-        if not self.feed.read_done:
+        if not self.feed.read_done and not self.feed.reader_paused:
             parts.append(f"reading trace {self.read_fraction:.0%}")
         if self.trace_error:
             parts.append("trace error (e)")
         if self._target is not None and self.engine_status == "ready":
             done = len(self.history)
-            parts.append(f"{spin} replaying to step {self._target + 1:,} ({done:,} done)")
+            where = "the end" if self._target >= TO_THE_END else f"step {self._target + 1:,}"
+            parts.append(f"{spin} replaying to {where} ({done:,} steps done)")
         if self._playing:
             parts.append(f"▶ {SPEEDS[self._speed]}/s")
         self.header.update_state(status=" · ".join(parts))
@@ -491,7 +493,7 @@ class InspectorApp(App[int]):
 
     def action_last(self) -> None:
         last = self._last_index()
-        self._goto(last if last is not None else 1 << 62)
+        self._goto(last if last is not None else TO_THE_END)
 
     def action_play(self) -> None:
         self._set_playing(not self._playing)

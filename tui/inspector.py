@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from engine.errors import TraceError
+from engine.errors import UserError
 from engine.records import StepRecord
 from engine.trace_types import TraceRequest
 from engine.vllm_v1 import EngineSettings
@@ -38,7 +38,9 @@ POST_EVERY_S = 0.05  # progress messages at most 20 times a second (newer ones r
 
 class Feed:
     RUN_AHEAD = 512  # records made beyond the cursor, so stepping never waits for vLLM
-    READ_AHEAD = 50_000  # requests read beyond the replay: a 1 GB trace opens at once
+    # Requests read beyond the replay's demand: enough to browse ahead, few enough that a
+    # 1 GB trace opens at once and its token ids do not all sit in memory.
+    READ_AHEAD = 2_000
 
     def __init__(
         self,
@@ -85,6 +87,11 @@ class Feed:
     def wanted(self) -> int:
         return self._want
 
+    @property
+    def reader_paused(self) -> bool:
+        """The reader is waiting for the replay to catch up (not loading anything)."""
+        return self._reader_waiting
+
     def close(self) -> None:
         self.cancel.set()
         with self._wake:
@@ -113,7 +120,9 @@ class Feed:
                         not self.cancel.is_set()
                         and len(self.requests) >= max(self._want, len(self.records)) + self.READ_AHEAD
                     ):
-                        self._reader_waiting = True
+                        if not self._reader_waiting:
+                            self._reader_waiting = True
+                            self._post_read(reader, done=False)  # the UI shows it paused
                         self._wake.wait()
                     self._reader_waiting = False
                     if self.cancel.is_set():
@@ -127,7 +136,7 @@ class Feed:
                 if now - last >= POST_EVERY_S:
                     last = now
                     self._post_read(reader, done=False)
-        except TraceError as err:
+        except UserError as err:  # TraceError (file:line: message), or a tokenizer failing
             self.read_error = str(err)
             self.post(TraceFailed(self.read_error))
         finally:

@@ -115,11 +115,15 @@ def scan_block(
     )
 
 
-def _steps(steps: tuple[int, ...], limit: int = 12) -> str:
+def _steps(verb: str, steps: tuple[int, ...], limit: int = 10) -> str:
+    """ "reused at steps 2, 3 (2 times)", "never evicted" (1-based step numbers)."""
     if not steps:
-        return "never"
+        return f"never {verb}"
     shown = ", ".join(str(s + 1) for s in steps[-limit:])
-    return (f"… {shown}" if len(steps) > limit else shown) + f" ({len(steps)})" * (len(steps) > 1)
+    if len(steps) > limit:
+        shown = "… " + shown
+    many = len(steps) > 1
+    return f"{verb} at step{'s' * many} {shown}" + (f" ({len(steps)} times)" if many else "")
 
 
 class BlockInspector(VerticalScroll):
@@ -183,8 +187,8 @@ class BlockInspector(VerticalScroll):
                 out.append("text ", dim)
                 out.append(repr_text(r.text) + "\n")
         out.append(f"up to step {r.step + 1}: ", dim)
-        out.append(f"cached at {_steps(r.cached)} · reused at {_steps(r.reused)} · "
-                   f"evicted at {_steps(r.evicted)}\n")
+        out.append(" · ".join((_steps("cached", r.cached), _steps("reused", r.reused),
+                               _steps("evicted", r.evicted))) + "\n")
         out.append(f"used by {r.num_uses} request(s)", dim)
         if r.uses:
             out.append(":\n")

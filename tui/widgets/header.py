@@ -49,13 +49,15 @@ class InspectorHeader(Widget):
                 f"{caching}"
             )
         short = s.hash_algo if s.enable_caching else "no cache"
-        return f"vLLM {version} · bs {s.block_size} · {s.num_blocks:,} blk · {short}"
+        if form == 1:
+            return f"vLLM {version} · bs {s.block_size} · {s.num_blocks:,} blk · {short}"
+        return f"vLLM {version} bs{s.block_size} {s.num_blocks:,}blk {short if s.enable_caching else 'nocache'}"
 
     def render(self) -> Text:
         width = self.size.width
         title = self.get_component_rich_style("header--title")
         left = Text.assemble(
-            (" prefix-tui ", title),
+            (" prefix-tui ", title) if width >= 100 else "",
             " ",
             (clip(self.trace_name, max(8, width // 4)), "bold"),
             "  ",
@@ -64,7 +66,7 @@ class InspectorHeader(Widget):
         status = Text(f"  {self.status}", self.get_component_rich_style("header--status")) if self.status else Text()
         room = width - left.cell_len - status.cell_len - 1
         right = Text()
-        for form in (0, 1):
+        for form in (0, 1, 2):
             candidate = self._settings_text(form)
             if len(candidate) <= room:
                 right = Text(candidate, self.get_component_rich_style("header--dim"))
