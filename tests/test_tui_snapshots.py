@@ -7,8 +7,16 @@ so no loading text, clock or timing leaks into the picture.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, chat_trace, eviction_trace, goto_step
 from tui.app import InspectorApp
+
+
+@pytest.fixture(autouse=True)
+def _colour(monkeypatch):
+    # The pictures are taken in colour whatever the CI shell exports.
+    monkeypatch.delenv("NO_COLOR", raising=False)
 
 
 def _at(index: int, *keys: str):

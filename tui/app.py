@@ -68,7 +68,8 @@ class InspectorApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     ENABLE_COMMAND_PALETTE = False  # every action has a key; the footer needs the room
     TITLE = "prefix-tui"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # wide: a 64-column side
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # tall narrow: taller side pane
     BINDINGS = [
         # Priority: stepping works whichever pane has focus (check_action keeps them out of
         # modal screens, where an Input needs the arrows).
