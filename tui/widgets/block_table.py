@@ -135,7 +135,7 @@ class BlockTable(Widget, can_focus=True):
         if seq is None or not seq.block_ids:
             if y == 0 and self.placeholder:
                 text = Text(safe_text(self.placeholder), style=pal[palette.LABEL], no_wrap=True)
-                return Strip(text.render(self.app.console)).extend_cell_length(width, base).crop(0, width)
+                return self._text_strip(text, width)
             return Strip.blank(width, base)
         height = self.content_size.height
         index = self.top + y
@@ -143,7 +143,7 @@ class BlockTable(Widget, can_focus=True):
         if y == height - 1 and more > 0 and height > 1:
             hidden = sum(len(r) for r in self._rows[index:])
             text = Text(f"… {hidden} more blocks below (scroll, or select one)", style=pal[palette.LABEL])
-            return Strip(text.render(self.app.console)).extend_cell_length(width, base).crop(0, width)
+            return self._text_strip(text, width)
         if index >= len(self._rows):
             return Strip.blank(width, base)
         segments: list[Segment] = []
@@ -163,6 +163,11 @@ class BlockTable(Widget, can_focus=True):
             segments.append(Segment(text, style))
             x = x0 + len(text)
         return Strip(segments).extend_cell_length(width, base).crop(0, width)
+
+    def _text_strip(self, text: Text, width: int) -> Strip:
+        base = self.rich_style
+        strip = Strip(text.render(self.app.console)).apply_style(base)
+        return strip.extend_cell_length(width, base).crop(0, width)
 
     # -- mouse --------------------------------------------------------------------------------
     def on_click(self, event: events.Click) -> None:

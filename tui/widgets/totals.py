@@ -6,13 +6,14 @@ functions applied to the record's Totals; the panel prints exactly these strings
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Label, Sparkline
+from rich.segment import Segment
 from rich.style import Style
+from textual.strip import Strip
 
 from engine import metrics
 from engine.records import Totals
@@ -28,25 +29,22 @@ class HitSparkline(Sparkline):
 
     COMPONENT_CLASSES = Sparkline.COMPONENT_CLASSES | {"sparkline--baseline"}
 
-    def render(self) -> Text:
+    def render_line(self, y: int) -> Strip:
         width, height = self.size.width, max(1, self.size.height)
         data = list(self.data or [])[-width:] if width else []
-        lo = self.get_component_rich_style("sparkline--min-color").color
-        hi = self.get_component_rich_style("sparkline--max-color").color
-        levels = 8 * height
+        base = self.rich_style
+        hi = base + Style(color=self.get_component_rich_style("sparkline--max-color").color)
+        lo = base + Style(color=self.get_component_rich_style("sparkline--min-color").color)
         baseline = self.get_component_rich_style("sparkline--baseline")
-        rows = []
-        for line in reversed(range(height)):
-            text = Text(" " * (width - len(data)))
-            for v in data:
-                filled = round(max(0.0, min(1.0, v)) * levels) - line * 8
-                if filled <= 0 and line == 0:
-                    text.append("▁", baseline)  # a dim baseline marks 0 % steps
-                    continue
-                bar = BARS[max(0, min(8, filled))]
-                text.append(bar, Style(color=hi if v >= 0.5 else lo))
-            rows.append(text)
-        return Text("\n").join(rows)
+        line = height - 1 - y  # 0 is the bottom line
+        segments = [Segment(" " * (width - len(data)), base)]
+        for v in data:
+            filled = round(max(0.0, min(1.0, v)) * 8 * height) - line * 8
+            if filled <= 0 and line == 0:
+                segments.append(Segment("▁", baseline))  # a dim baseline marks 0 % steps
+            else:
+                segments.append(Segment(BARS[max(0, min(8, filled))], hi if v >= 0.5 else lo))
+        return Strip(Segment.simplify(segments)).crop(0, width)
 
 
 def pct(x: float) -> str:
@@ -82,26 +80,26 @@ class TotalsFigures(Widget):
     """The figures table; a render() widget so a step refreshes it without a relayout
     (Static.update would relayout the screen)."""
 
+    COMPONENT_CLASSES = {"totals--label"}
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.values: dict[str, str] = totals_values(Totals())
 
-    def render(self) -> Table:
+    def render(self) -> Text:
+        # Plain fixed-width columns: cheaper per step than a rich Table.
         v = self.values
+        dim = self.get_component_rich_style("totals--label")
         two_columns = self.size.width >= 60 or not self.size.width
-        table = Table.grid(padding=(0, 1), expand=False)
-        table.add_column(style="dim")
-        table.add_column(justify="right")
-        if two_columns:
-            table.add_column(style="dim")
-            table.add_column(justify="right")
-            for label, key, label2, key2 in ROWS:
-                table.add_row(label, Text(v[key]), label2, Text(v[key2]))
-        else:
-            for label, key, label2, key2 in ROWS:
-                table.add_row(label, Text(v[key]))
-                table.add_row(" " + label2, Text(v[key2]))
-        return table
+        lines = []
+        for label, key, label2, key2 in ROWS:
+            if two_columns:
+                lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>7}   ",
+                                           (f"{label2:<15}", dim), f"{v[key2]:>7}"))
+            else:
+                lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>7}"))
+                lines.append(Text.assemble((f" {label2:<16}", dim), f"{v[key2]:>7}"))
+        return Text("\n").join(lines)
 
 
 class TotalsPanel(Vertical):
