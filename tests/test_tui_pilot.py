@@ -59,10 +59,11 @@ async def test_step_forward_back_and_keys():
         await pilot.press("left", "p")
         await wait_until(pilot, at_step(app, 2))
         assert_shows(app, 2)
+        last = len(chat_trace()) - 1
         await pilot.press("end")
-        await wait_until(pilot, at_step(app, 11))
-        assert_shows(app, 11)
-        assert app.header.step_text == "step 12 / 12"
+        await wait_until(pilot, at_step(app, last))
+        assert_shows(app, last)
+        assert app.header.step_text == f"step {last + 1} / {last + 1}"
         await pilot.press("home")
         await wait_until(pilot, at_step(app, 0))
         assert_shows(app, 0)
@@ -81,16 +82,18 @@ async def test_going_back_rebuilds_the_pool_without_vllm():
 
 
 async def test_recomputed_last_block_is_visible():
-    # Turn 1 of conversation 0 (step 3) sends exactly turn 0's prompt + output's blocks?
-    # Find a step whose record vLLM marked recomputed and check the R cell is drawn.
+    # The last request resends the first, block-aligned prompt: vLLM caps the hit at
+    # prompt length - 1, so its last block is recomputed, and the R cell must show it.
     app = chat_app()
     async with app.run_test(size=(160, 50)) as pilot:
-        await goto_step(pilot, app, 11)
-        steps = [r.index for r in app.history.records if r.request.recomputed_last_block]
-        for i in steps[:2]:
-            await goto_step(pilot, app, i)
-            assert "R" in app.block_table.letters
-            assert "recomputed" in app.history.current.note
+        last = len(chat_trace()) - 1
+        await goto_step(pilot, app, last)
+        rec = app.history.current
+        assert rec.request.recomputed_last_block
+        assert app.block_table.letters[: rec.request.prompt_blocks] == "HHHR"
+        assert "recomputed" in rec.note
+        r_block = rec.seqs[0].block_ids[3]
+        assert app.query_one(PoolMap).cell(r_block)[1] == "R"
 
 
 async def test_play_and_pause():
@@ -99,9 +102,10 @@ async def test_play_and_pause():
         await wait_until(pilot, at_step(app, 0))
         await pilot.press("plus", "plus", "plus")  # faster: 50 steps/s
         await pilot.press("space")
-        await wait_until(pilot, lambda: app.history.position == 11 and not app._playing)
-        await wait_until(pilot, at_step(app, 11))
-        assert_shows(app, 11)
+        last = len(chat_trace()) - 1
+        await wait_until(pilot, lambda: app.history.position == last and not app._playing)
+        await wait_until(pilot, at_step(app, last))
+        assert_shows(app, last)
         await pilot.press("home", "space")
         await wait_until(pilot, lambda: app.history.position >= 1)
         await pilot.press("space")
@@ -298,7 +302,7 @@ async def test_engine_that_cannot_start_leaves_the_trace_browsable(monkeypatch):
     app = chat_app()
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_until(pilot, lambda: app.engine_status == "failed")
-        assert app.sequences.row_count == 12
+        assert app.sequences.row_count == len(chat_trace())
         assert "could not start" in app.request_panel.message
         assert "vLLM failed" in app.header.status
         await pilot.press("e")

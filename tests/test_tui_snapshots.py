@@ -35,8 +35,10 @@ def test_main_screen_80x24(snap_compare):
 
 
 def test_main_screen_160x50(snap_compare):
-    app = InspectorApp(None, CHAT, requests=chat_trace())
-    assert snap_compare(app, terminal_size=(160, 50), run_before=_at(6))
+    # The last step: a resent prompt, all hits but the recomputed last block (R).
+    trace = chat_trace()
+    app = InspectorApp(None, CHAT, requests=trace)
+    assert snap_compare(app, terminal_size=(160, 50), run_before=_at(len(trace) - 1))
 
 
 def test_help_screen(snap_compare):

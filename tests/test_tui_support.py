@@ -21,7 +21,9 @@ SYSTEM = tuple(range(100, 112))  # three full blocks every conversation starts w
 
 def chat_trace(n: int = 12) -> list[TraceRequest]:
     """Turn k of conversation c sends the system prompt and all earlier turns: each turn's
-    prompt extends the previous one, as a chat client does."""
+    prompt extends the previous one, as a chat client does. A last request resends the
+    first prompt exactly: block-aligned and fully cached, so vLLM recomputes its last
+    block (R)."""
     out = []
     for i in range(n):
         conv, turn = i % 3, i // 3
@@ -32,6 +34,11 @@ def chat_trace(n: int = 12) -> list[TraceRequest]:
             prompt_token_ids=SYSTEM + body + tail, output_len=3,
             conversation_id=f"c{conv}", turn=turn,
         ))
+    first = out[0]
+    out.append(TraceRequest(
+        index=n, line=n + 1, request_id="c0-t0-retry", arrival_time=n * 0.5,
+        prompt_token_ids=first.prompt_token_ids, output_len=3, conversation_id="c0", turn=0,
+    ))
     return out
 
 
