@@ -161,6 +161,8 @@ async def test_select_block_by_click_and_keys():
         table = app.block_table
         await pilot.click(type(table), offset=(table.gutter.left + 2, table.gutter.top))
         await wait_until(pilot, lambda: app.selected_block == seq.block_ids[0])
+        await pilot.press("escape")
+        assert app.selected_block is None and pool.selected is None and inspector.report is None
 
 
 async def test_select_row_jumps_to_step():

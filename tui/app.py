@@ -85,6 +85,7 @@ class InspectorApp(App[int]):
         Binding("left_square_bracket", "walk_block(-1)", "Prev block", show=False),
         Binding("right_square_bracket", "walk_block(1)", "Next block", show=False),
         Binding("b", "pick_block", "Block id", show=False),
+        Binding("escape", "clear_block", "Deselect", show=False),
         Binding("e", "error", "Error", show=False),
         Binding("t", "next_pane", "Pane", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -570,6 +571,12 @@ class InspectorApp(App[int]):
         if self._main.has_class("-narrow"):
             self.tabs.active = "tab-inspector"
         self._inspect(block_id)
+
+    def action_clear_block(self) -> None:
+        self.selected_block = None
+        self.pool_map.select(None)
+        self.block_table.select(None)
+        self.inspector.clear()
 
     def action_walk_block(self, delta: int) -> None:
         ids = self.block_table.block_ids

@@ -46,6 +46,7 @@ KEYS = (
     ("g, Home, End", "go to a step, the first, the last"),
     ("/", "find a request id"),
     ("[ / ], b", "select the previous / next block of this request, or a block id"),
+    ("Esc", "clear the block selection"),
     ("click", "a block (pool map, block table, free queue) or a row to jump there"),
     ("Tab, t", "move between panes; on a narrow terminal t switches the side pane"),
     ("e", "the error or did-not-fit details of this step"),
