@@ -11,7 +11,7 @@ from tui.app import find_request
 from tui.widgets import palette
 from tui.widgets.block_inspector import scan_block
 from tui.widgets.cells import make_grid
-from tui.widgets.events import event_line, hash_to_block
+from tui.widgets.events import event_line, hash_to_block, merged
 from tui.widgets.safe import clip
 
 TCSS = (Path(__file__).resolve().parents[1] / "tui" / "app.tcss").read_text()
@@ -94,3 +94,16 @@ def test_scan_block_collects_uses_cache_and_evictions():
     assert report.token_ids == (4, 5, 6, 7) and report.first_token == 4
     early = scan_block(records, 0, 2, (1, h), block_size=4)
     assert early.reused == () and early.num_uses == 1
+
+
+def test_runs_of_removed_and_chained_stored_events_merge():
+    a, b, c, d = (bytes([i]) * 32 for i in range(1, 5))
+    events = (
+        KVEvent("removed", (a,)), KVEvent("removed", (b,)),
+        KVEvent("stored", (c,), parent_hash=None, num_tokens=4),
+        KVEvent("stored", (d,), parent_hash=c, num_tokens=4),
+        KVEvent("stored", (a,), parent_hash=b, num_tokens=4),  # not chained: a new line
+    )
+    out = merged(events)
+    assert [(e.kind, len(e.block_hashes)) for e in out] == [("removed", 2), ("stored", 2), ("stored", 1)]
+    assert out[1].parent_hash is None and out[1].num_tokens == 8

@@ -1,5 +1,7 @@
 """vLLM's KV-cache events of the current step (BlockStored / BlockRemoved / AllBlocksCleared),
-with short hex hashes and, where the step's records tell, the block id each hash sits in."""
+with short hex hashes and, where the step's records tell, the block id each hash sits in.
+Runs of the same event (one BlockRemoved per evicted block, one chained BlockStored per
+decode block) are told as one line, so a step's story fits the pane."""
 
 from __future__ import annotations
 
@@ -45,6 +47,24 @@ def event_line(ev: KVEvent, where: dict[bytes, int]) -> tuple[str, str]:
     return ev.kind, text
 
 
+def merged(events: tuple[KVEvent, ...]) -> list[KVEvent]:
+    """Runs of events told as one: vLLM emits a BlockRemoved per evicted block, and a
+    BlockStored per decode block, each chained to the one before (its parent is the
+    previous event's last hash). A run keeps the first event's parent."""
+    out: list[KVEvent] = []
+    for ev in events:
+        prev = out[-1] if out else None
+        if prev is not None and prev.kind == ev.kind == "removed":
+            out[-1] = KVEvent("removed", prev.block_hashes + ev.block_hashes)
+        elif (prev is not None and prev.kind == ev.kind == "stored" and prev.block_hashes
+              and ev.parent_hash == prev.block_hashes[-1]):
+            out[-1] = KVEvent("stored", prev.block_hashes + ev.block_hashes, prev.parent_hash,
+                              prev.num_tokens + ev.num_tokens)
+        else:
+            out.append(ev)
+    return out
+
+
 class EventsPanel(Widget):
     COMPONENT_CLASSES = {"event--stored", "event--removed", "event--cleared", "event--dim"}
 
@@ -61,7 +81,7 @@ class EventsPanel(Widget):
         if rec is None:
             return []
         where = hash_to_block(rec)
-        return [event_line(ev, where) for ev in rec.events]
+        return [event_line(ev, where) for ev in merged(rec.events)]
 
     def render(self) -> Text:
         lines = self.lines()
