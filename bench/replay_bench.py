@@ -22,7 +22,7 @@ CONVERSATION = ROOT.parent / "shared" / "data" / "mooncake" / "conversation_trac
 def _child(kind: str, trace: str, num_blocks: int, limit: int | None) -> dict:
     import itertools
 
-    from engine.replay import SequentialReplay, cdiv, synth_output_tokens
+    from engine.replay import SequentialReplay, synth_output_tokens
     from engine.trace import TraceReader
     from engine.vllm_v1 import EngineSettings, V1Backend
 
@@ -37,7 +37,7 @@ def _child(kind: str, trace: str, num_blocks: int, limit: int | None) -> dict:
         n, hits, queries = last.totals.requests, last.totals.hits, last.totals.queries
     else:
         m, bs = backend.manager, settings.block_size
-        hasher, make = backend._block_hasher, backend.new_request
+        make = backend.new_request
         n = hits = queries = 0
         prev = None
         for i, tr in enumerate(requests):
@@ -71,7 +71,6 @@ def _child(kind: str, trace: str, num_blocks: int, limit: int | None) -> dict:
             queries += s.queries
             n += 1
             prev = r
-        del hasher, cdiv
     seconds = time.perf_counter() - start
     return {
         "kind": kind,

@@ -20,14 +20,13 @@ import traceback
 from collections.abc import Iterable, Iterator
 
 from engine import metrics
+from engine.pool_mirror import PoolMirror
 from engine.records import (
-    FREE_SLOT,
     BlockState,
     KVEvent,
     Outcome,
     RequestResult,
     SeqView,
-    Slot,
     StepError,
     StepRecord,
     Totals,
@@ -73,8 +72,7 @@ class SequentialReplay:
         self.stopped_by_error = False
         n = self.settings.num_blocks
         # Our mirror of vLLM's pool as of the last record: deltas are diffs against it.
-        self._mirror: list[Slot] = backend.scan_pool() if detail else []
-        self._num_cached_free = 0
+        self._mirror = PoolMirror(backend.scan_pool(), backend.null_block_id) if detail else None
         self._prev: tuple[object, str, list[int]] | None = None  # (vLLM request, seq id, blocks)
         self._num_blocks = n
 
@@ -160,7 +158,7 @@ class SequentialReplay:
         )
         delta: tuple = ()
         if self.detail:
-            delta, evicted_ids = self._diff(touched, set(fresh))
+            delta, evicted_ids = self._mirror.diff(touched, b.slots, set(fresh))
             if seq_view is not None and evicted_ids:
                 seq_view = _mark_evictions(seq_view, {bid for bid, _ in evicted_ids})
         return StepRecord(
@@ -174,7 +172,7 @@ class SequentialReplay:
             pool_delta=delta,
             free_head=tuple(b.free_queue(FREE_HEAD_LEN)),
             num_free=b.num_free_blocks(),
-            num_cached_free=self._num_cached_free if self.detail else -1,
+            num_cached_free=self._mirror.num_cached_free if self._mirror else -1,
             totals=self.totals,
             error=error,
             note=describe(result),
@@ -306,34 +304,6 @@ class SequentialReplay:
             states=tuple(states), num_prompt_tokens=prompt_len, num_tokens=computed,
             num_hit_tokens=lookup.num_hit_tokens, num_prompt_blocks=prompt_blocks,
         )
-
-    def _diff(self, touched: list[int], fresh: set[int]):
-        """Pool delta against the mirror. ``fresh``: blocks newly allocated this step (not
-        hits); one that held cached content was evicted even if it got the same hash back."""
-        mirror = self._mirror
-        null_id = self.backend.null_block_id
-        delta: list[tuple[int, Slot, Slot]] = []
-        evicted: list[tuple[int, bytes]] = []
-        seen: set[int] = set()
-        for bid, now in zip(touched, self.backend.slots(touched)):
-            if bid in seen or bid == null_id:
-                continue
-            seen.add(bid)
-            before = mirror[bid]
-            # A block whose cached content changed or vanished was evicted by vLLM (its
-            # BlockRemoved event carries the hash; this gives the block id).
-            if before[1] is not None and (now[1] != before[1] or bid in fresh):
-                evicted.append((bid, before[1]))
-            if now == before:
-                continue
-            self._num_cached_free += _is_cached_free(now) - _is_cached_free(before)
-            delta.append((bid, before, now))
-            mirror[bid] = now
-        return tuple(delta), evicted
-
-
-def _is_cached_free(slot: Slot) -> int:
-    return 1 if slot[0] == 0 and slot[1] is not None else 0
 
 
 def _mark_evictions(view: SeqView, evicted: set[int]) -> SeqView:

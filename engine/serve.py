@@ -35,12 +35,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine import metrics
+from engine.pool_mirror import PoolMirror
 from engine.records import (
     BlockState,
     Outcome,
     RequestResult,
     SeqView,
-    Slot,
     StepError,
     StepRecord,
     Totals,
@@ -191,9 +191,7 @@ class ServeReplay:
         self._live: dict[str, _Live] = {}
         self._running_prev: list[str] = []
         self._stalled = 0
-        self._mirror: list[Slot] = backend.scan_pool() if detail else []
-        self._num_cached_free = 0
-        self._hash_count: dict[bytes, int] = {}
+        self._mirror = PoolMirror(backend.scan_pool(), backend.null_block_id) if detail else None
 
     # -- arrivals ---------------------------------------------------------------------------
     def _peek(self) -> TraceRequest | None:
@@ -358,7 +356,7 @@ class ServeReplay:
         evicted: list[tuple[int, bytes]] = []
         if self.detail and it is not None:
             seqs, touched = self._seq_views(scheduled, running, finished)
-            delta, evicted = self._diff(touched)
+            delta, evicted = self._mirror.diff(touched, self.backend.slots)
             if self.verify_pool:
                 self._verify()
         for seq_id in finished:
@@ -384,7 +382,7 @@ class ServeReplay:
             pool_delta=delta,
             free_head=tuple(b.free_queue(FREE_HEAD_LEN)),
             num_free=b.num_free_blocks(),
-            num_cached_free=self._num_cached_free if self.detail else -1,
+            num_cached_free=self._mirror.num_cached_free if self._mirror else -1,
             totals=self.totals,
             error=error,
             note=self._note(admitted, finished, preempted, resumed, scheduled),
@@ -405,7 +403,7 @@ class ServeReplay:
             last = block_ids[prompt_blocks - 1] if len(block_ids) >= prompt_blocks else None
             if last is not None:
                 h = self.backend.slot(last)[1]
-                recomputed = h is not None and self._hash_count.get(h, 0) > 0
+                recomputed = h is not None and self._mirror.hash_count.get(h, 0) > 0
         return RequestResult(
             request=live.req, seq_id=seq_id, outcome=Outcome.OK, prompt_tokens=prompt_len,
             hit_tokens=hit_tokens, hit_blocks=hit_blocks, new_blocks=prompt_blocks - hit_blocks,
@@ -572,38 +570,10 @@ class ServeReplay:
         async scheduler hashes one iteration late."""
         return max(0, (frontier - 2) // self.settings.block_size - 1)
 
-    def _diff(self, touched: list[int]):
-        mirror = self._mirror
-        null_id = self.backend.null_block_id
-        delta: list[tuple[int, Slot, Slot]] = []
-        evicted: list[tuple[int, bytes]] = []
-        seen: set[int] = set()
-        ids = [bid for bid in touched if not (bid in seen or seen.add(bid)) and bid != null_id]
-        hc = self._hash_count
-        for bid, now in zip(ids, self.backend.slots(ids)):
-            before = mirror[bid]
-            if now == before:
-                continue
-            if before[1] is not None and before[0] == 0 and now[1] != before[1]:
-                evicted.append((bid, before[1]))
-            self._num_cached_free += _is_cached_free(now) - _is_cached_free(before)
-            if before[1] != now[1]:
-                if before[1] is not None:
-                    left = hc.get(before[1], 0) - 1
-                    if left > 0:
-                        hc[before[1]] = left
-                    else:
-                        hc.pop(before[1], None)
-                if now[1] is not None:
-                    hc[now[1]] = hc.get(now[1], 0) + 1
-            delta.append((bid, before, now))
-            mirror[bid] = now
-        return tuple(delta), evicted
-
     def _verify(self) -> None:
         scan = self.backend.scan_pool()
-        if scan != self._mirror:
-            bad = [i for i, (a, c) in enumerate(zip(scan, self._mirror)) if a != c]
+        if scan != self._mirror.slots:
+            bad = [i for i, (a, c) in enumerate(zip(scan, self._mirror.slots)) if a != c]
             raise AssertionError(f"pool mirror out of date at blocks {bad[:10]}")
 
     # -- figures ----------------------------------------------------------------------------------
@@ -635,7 +605,3 @@ class ServeReplay:
             "evictions": self.evictions,
             "cached_token_mismatches": self.cached_token_mismatches,
         }
-
-
-def _is_cached_free(slot: Slot) -> int:
-    return 1 if slot[0] == 0 and slot[1] is not None else 0

@@ -193,7 +193,44 @@ class Lookup:
     num_hit_tokens: int
 
 
-class V1Backend:
+class PoolReader:
+    """Reads of vLLM's pool shared by both backends (the manager here, the scheduler's
+    manager in engine.vllm_v1_sched); subclasses set ``manager``, ``_pool``, ``_blocks``
+    and ``null_block_id``."""
+
+    manager: Any
+    _pool: Any
+    _blocks: list
+    null_block_id: int
+
+    def block_ids(self, seq_id: str) -> list[int]:
+        ids = self.manager.get_block_ids(seq_id)
+        return list(ids[0]) if ids else []
+
+    def slot(self, block_id: int) -> Slot:
+        return _Internals.slot(self._blocks[block_id])
+
+    def slots(self, block_ids) -> list[Slot]:
+        slot, blocks = _Internals.slot, self._blocks
+        return [slot(blocks[i]) for i in block_ids]
+
+    def scan_pool(self) -> list[Slot]:
+        """Every block's slot, read straight from vLLM (tests and the first snapshot)."""
+        return [_Internals.slot(b) for b in self._blocks]
+
+    def free_queue(self, limit: int | None = None) -> list[int]:
+        out: list[int] = []
+        for block in _Internals.free_queue_iter(self._pool):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(block.block_id)
+        return out
+
+    def num_free_blocks(self) -> int:
+        return self._pool.get_num_free_blocks()
+
+
+class V1Backend(PoolReader):
     """Owns one real vLLM KVCacheManager with a single full-attention group."""
 
     def __init__(self, settings: EngineSettings, verbose: bool = False) -> None:
@@ -328,33 +365,6 @@ class V1Backend:
             else:
                 out.append(KVEvent("cleared"))
         return out
-
-    # -- reading the pool ----------------------------------------------------------------
-    def block_ids(self, seq_id: str) -> list[int]:
-        ids = self.manager.get_block_ids(seq_id)
-        return ids[0] if ids else []
-
-    def slot(self, block_id: int) -> Slot:
-        return _Internals.slot(self._blocks[block_id])
-
-    def slots(self, block_ids) -> list[Slot]:
-        slot, blocks = _Internals.slot, self._blocks
-        return [slot(blocks[i]) for i in block_ids]
-
-    def scan_pool(self) -> list[Slot]:
-        """Every block's slot, read straight from vLLM (tests and the first snapshot)."""
-        return [_Internals.slot(b) for b in self._blocks]
-
-    def free_queue(self, limit: int | None = None) -> list[int]:
-        out: list[int] = []
-        for block in _Internals.free_queue_iter(self._pool):
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(block.block_id)
-        return out
-
-    def num_free_blocks(self) -> int:
-        return self._pool.get_num_free_blocks()
 
     def is_cached(self, block_hash: bytes) -> bool:
         return self._pool.get_cached_block(block_hash, [0]) is not None

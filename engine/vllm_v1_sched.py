@@ -54,11 +54,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import UserError
-from engine.records import KVEvent, Slot
+from engine.records import KVEvent
 from engine.vllm_v1 import (
     TESTED_VLLM_VERSION,
     AdapterMismatch,
     EngineSettings,
+    PoolReader,
     _Internals,
     check_internals,
     import_vllm,
@@ -418,7 +419,7 @@ def ensure_sched_internals(sched: Any, version: str) -> None:
 
 
 # -- the backend ------------------------------------------------------------------------------
-class SchedBackend:
+class SchedBackend(PoolReader):
     """Owns one real vLLM Scheduler (sync or async) and the engine-core loop around it."""
 
     def __init__(self, settings: EngineSettings, serve: ServeSettings | None = None,
@@ -657,32 +658,7 @@ class SchedBackend:
         req = _SchedInternals.request(self.scheduler, seq_id)
         return _SchedInternals.progress(req) if req is not None else (0, 0)
 
-    def block_ids(self, seq_id: str) -> list[int]:
-        ids = self.manager.get_block_ids(seq_id)
-        return list(ids[0]) if ids else []
-
-    # -- reading the pool (same shapes as engine.vllm_v1.V1Backend) -----------------------------
-    def slot(self, block_id: int) -> Slot:
-        return _Internals.slot(self._blocks[block_id])
-
-    def slots(self, block_ids) -> list[Slot]:
-        slot, blocks = _Internals.slot, self._blocks
-        return [slot(blocks[i]) for i in block_ids]
-
-    def scan_pool(self) -> list[Slot]:
-        return [_Internals.slot(b) for b in self._blocks]
-
-    def free_queue(self, limit: int | None = None) -> list[int]:
-        out: list[int] = []
-        for block in _Internals.free_queue_iter(self._pool):
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(block.block_id)
-        return out
-
-    def num_free_blocks(self) -> int:
-        return self._pool.get_num_free_blocks()
-
+    # -- reading the pool: engine.vllm_v1.PoolReader, plus -------------------------------------
     def used_blocks(self) -> int:
         """Blocks held by requests (the null block excluded)."""
         return self.settings.num_blocks - 1 - self._pool.get_num_free_blocks()
