@@ -469,8 +469,9 @@ class ServeReplay:
     def _note(self, admitted, finished, preempted, resumed, scheduled) -> str:
         parts: list[str] = []
         if scheduled is not None:
+            n = len(scheduled.num_scheduled_tokens)
             parts.append(f"{scheduled.total_tokens} tokens scheduled for "
-                         f"{len(scheduled.num_scheduled_tokens)} requests")
+                         f"{n} request{'s' * (n != 1)}")
         if len(admitted) == 1:
             parts.append(f"admitted {admitted[0].request_id}: {describe(admitted[0])}")
         elif admitted:
@@ -480,7 +481,9 @@ class ServeReplay:
         if resumed:
             parts.append(f"resumed {len(resumed)} preempted (recompute)")
         if preempted:
-            parts.append(f"preempted {', '.join(preempted)}: blocks freed, will recompute")
+            # The trace's ids, as everywhere else on screen (seq ids are line indexes).
+            ids = [self._live[s].req.request_id if s in self._live else s for s in preempted]
+            parts.append(f"preempted {', '.join(ids)}: blocks freed, will recompute")
         if finished:
             parts.append(f"finished {len(finished)}")
         return "; ".join(parts)
