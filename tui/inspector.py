@@ -9,6 +9,12 @@ attributes: ``want()`` (how many records it needs) and ``close()`` (cancel every
     read_trace   TraceReader -> requests      (runs ahead of the replay by READ_AHEAD)
     start_engine import vLLM, build V1Backend (~6 s; the UI is up and browsable meanwhile)
     run_replay   SequentialReplay -> records  (runs ahead of the cursor by RUN_AHEAD)
+
+Serve mode (``mode="serve"``) builds vLLM's Scheduler (engine.vllm_v1_sched.SchedBackend)
+and replays with engine.serve.ServeReplay: one record per scheduler iteration, so a record
+is no longer a request. The replay is then paced by records (it pauses between two
+iterations once RUN_AHEAD records lie beyond the cursor), and the reader by the requests
+the replay has taken.
 """
 
 from __future__ import annotations
@@ -52,8 +58,14 @@ class Feed:
         trace_block_size: int = 512,
         verbose: bool = False,
         requests: Iterable[TraceRequest] | None = None,
+        mode: str = "sequential",
+        serve: Any = None,
     ) -> None:
+        if mode not in ("sequential", "serve"):
+            raise ValueError(f"unknown replay mode {mode!r}")
         self.post = post
+        self.mode = mode
+        self.serve = serve  # engine.vllm_v1_sched.ServeSettings (serve mode; None: vLLM's)
         self.trace_path = trace_path
         self.settings = settings
         self.tokenizer_name = tokenizer_name
@@ -74,6 +86,7 @@ class Feed:
         self._replay_waiting = False
         self._reader_waiting = False
         self._posted = -1
+        self._consumed = 0  # requests handed to the replay
 
     # -- attributes down (UI thread) ----------------------------------------------------------
     def want(self, upto: int) -> None:
@@ -118,7 +131,7 @@ class Feed:
                 with self._wake:
                     while (
                         not self.cancel.is_set()
-                        and len(self.requests) >= max(self._want, len(self.records)) + self.READ_AHEAD
+                        and len(self.requests) >= self._read_demand() + self.READ_AHEAD
                     ):
                         if not self._reader_waiting:
                             self._reader_waiting = True
@@ -145,6 +158,13 @@ class Feed:
                 self._wake.notify_all()
             self._post_read(reader, done=True)
 
+    def _read_demand(self) -> int:
+        """Requests the replay needs now (the reader runs READ_AHEAD beyond). Under the
+        lock."""
+        if self.mode == "serve":
+            return self._consumed  # records are iterations: they say nothing of requests
+        return max(self._want, len(self.records))
+
     def _post_read(self, reader: Any, done: bool) -> None:
         count = len(self.requests)
         if reader is None:
@@ -161,6 +181,15 @@ class Feed:
             version = _in_daemon_thread(lambda: import_vllm(self.verbose), self.cancel)
             if self.cancel.is_set():
                 return
+            if self.mode == "serve":
+                from engine.vllm_v1_sched import SchedBackend
+
+                self.post(EngineStatus(
+                    f"building vLLM's scheduler, pool of {self.settings.num_blocks:,} blocks"
+                ))
+                self.backend = SchedBackend(self.settings, self.serve, verbose=self.verbose)
+                self.post(EngineReady(version, self.backend.describe()))
+                return
             self.post(EngineStatus(f"building vLLM's pool of {self.settings.num_blocks:,} blocks"))
             self.backend = V1Backend(self.settings, self.verbose)
         except Exception as exc:  # ImportError, AdapterMismatch, torch failures: all one line
@@ -171,15 +200,25 @@ class Feed:
 
     # -- worker: replay ---------------------------------------------------------------------------
     def run_replay(self) -> None:
-        from engine.replay import SequentialReplay
+        serve = self.mode == "serve"
+        if serve:
+            from engine.serve import ServeReplay
 
-        replay = SequentialReplay(
-            self.backend, self._pending_requests(), detail=True, cancel=self.cancel
-        )
+            replay: Iterable[StepRecord] = ServeReplay(
+                self.backend, self._pending_requests(), detail=True, cancel=self.cancel
+            )
+        else:
+            from engine.replay import SequentialReplay
+
+            replay = SequentialReplay(
+                self.backend, self._pending_requests(), detail=True, cancel=self.cancel
+            )
         last = 0.0
         try:
             for record in replay:
                 self.records.append(record)
+                if serve:
+                    self._pace()
                 # Hand the GIL to the UI thread between records: a replay running flat out
                 # (End, top-speed play) must not make the screen wait for its time slice.
                 time.sleep(0)
@@ -197,15 +236,27 @@ class Feed:
             self._posted = count
             self.post(ReplayProgress(count))
 
+    def _pace(self) -> None:
+        """Serve mode: wait between two iterations while the records made reach the UI's
+        demand (sequential mode is paced by the requests it is handed instead)."""
+        with self._wake:
+            while not self.cancel.is_set() and len(self.records) >= self._want:
+                self._post_records()
+                self._replay_waiting = True
+                self._wake.wait()
+            self._replay_waiting = False
+
     def _pending_requests(self) -> Iterator[TraceRequest]:
-        """The trace's requests for the replay, paced by the UI's demand."""
+        """The trace's requests for the replay, paced by the UI's demand (sequential: one
+        request per record; serve mode paces records in _pace)."""
         i = 0
+        serve = self.mode == "serve"
         while True:
             with self._wake:
                 while True:
                     if self.cancel.is_set():
                         return
-                    if i < len(self.requests) and i < self._want:
+                    if i < len(self.requests) and (serve or i < self._want):
                         break
                     if i >= len(self.requests) and self.read_done:
                         return
@@ -215,6 +266,7 @@ class Feed:
                     self._wake.wait()
                 self._replay_waiting = False
                 req = self.requests[i]
+                self._consumed = i + 1
                 if self._reader_waiting:
                     self._wake.notify_all()
             yield req
@@ -253,6 +305,12 @@ def run_inspector(args: argparse.Namespace) -> int:
     from tui.app import InspectorApp
 
     settings = settings_from_args(args)
+    mode = getattr(args, "mode", "sequential") or "sequential"
+    serve = None
+    if mode == "serve":
+        from engine.serve import serve_settings_from_args  # no vLLM import: cheap
+
+        serve = serve_settings_from_args(args)  # bad --max-num-seqs etc.: one line, exit 2
     # Opens the file and reads its first line: a missing or empty trace fails here.
     TraceReader(args.trace, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size)
     app = InspectorApp(
@@ -261,6 +319,8 @@ def run_inspector(args: argparse.Namespace) -> int:
         tokenizer_name=args.tokenizer,
         trace_block_size=args.trace_block_size,
         verbose=args.verbose,
+        mode=mode,
+        serve=serve,
     )
     app.run()
     return app.return_code or 0

@@ -45,9 +45,13 @@ class EngineStatus(Message):
 
 
 class EngineReady(Message):
-    def __init__(self, vllm_version: str) -> None:
+    """vLLM is up; ``info`` is SchedBackend.describe() in serve mode (scheduler class,
+    batch limits), empty in sequential mode."""
+
+    def __init__(self, vllm_version: str, info: dict | None = None) -> None:
         super().__init__()
         self.vllm_version = vllm_version
+        self.info = dict(info or {})
 
 
 class EngineFailed(Message):
