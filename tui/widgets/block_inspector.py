@@ -3,6 +3,10 @@
 ``scan_block`` walks the step records up to the cursor and runs in a thread worker (a
 100k-step history takes a moment); it reads only immutable records, returns plain data,
 and the app posts the result back as a BlockReport message. The widget just prints it.
+
+Serve mode (``request_of`` given): a sequence holds a block over many iterations, so a use
+is counted when a sequence takes the block, not at every step it still holds it, and the
+holder's tokens come from its trace request (a step is not one request there).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.records import BlockState, Slot, StepRecord, slot_status
+from engine.records import BlockState, SeqView, Slot, StepRecord, slot_status
 from engine.replay import synth_output_tokens
+from engine.trace_types import TraceRequest
 from tui.widgets import palette
 from tui.widgets.safe import safe_text
 
@@ -62,15 +67,20 @@ def scan_block(
     decode: Callable[[Sequence[int]], str] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     null_block_id: int = 0,
+    request_of: Callable[[SeqView], TraceRequest | None] | None = None,
 ) -> BlockReport:
-    """Everything the records say about ``block_id`` in steps [0, upto]."""
+    """Everything the records say about ``block_id`` in steps [0, upto]. ``request_of``:
+    serve mode, the trace request of a running sequence."""
     uses: list[tuple[int, str, str]] = []
     num_uses = 0
     cached: list[int] = []
     reused: list[int] = []
     evicted: list[int] = []
     last: tuple[StepRecord, int] | None = None  # newest record holding it, and its position
+    last_seq: SeqView | None = None
     current_state = None
+    serve = request_of is not None
+    holders: set[str] = set()  # serve: sequences holding it at the step before
     for i in range(min(upto, len(records) - 1) + 1):
         if i % 2048 == 0 and cancelled():
             return BlockReport(block_id, upto, slot, status_text(block_id, slot), None, cancelled=True)
@@ -81,19 +91,25 @@ def scan_block(
         for bid, _h in rec.evicted:
             if bid == block_id:
                 evicted.append(i)
+        now: set[str] = set()
         for seq in rec.seqs:
             if block_id in seq.block_ids:
                 pos = seq.block_ids.index(block_id)
                 state = seq.states[pos]
+                last, last_seq = (rec, pos), seq
+                if i == upto:
+                    current_state = state
+                if serve:
+                    now.add(seq.seq_id)
+                    if seq.seq_id in holders and not state.is_hit:
+                        continue  # still held: the same use
                 num_uses += 1
                 uses.append((i, seq.request_id, state.letter))
                 if len(uses) > MAX_USES:
                     del uses[0]
                 if state.is_hit:
                     reused.append(i)
-                last = (rec, pos)
-                if i == upto:
-                    current_state = state
+        holders = now
     report = BlockReport(
         block_id, upto, slot, status_text(block_id, slot, null_block_id), current_state,
         uses=tuple(uses), num_uses=num_uses, cached=tuple(cached), reused=tuple(reused),
@@ -102,11 +118,18 @@ def scan_block(
     if last is None:
         return report
     rec, pos = last
-    result = rec.request
-    req = result.request if result is not None else None
-    if req is None:
-        return report
-    tokens = req.prompt_token_ids + synth_output_tokens(req)[: result.output_tokens]
+    if serve:
+        req = request_of(last_seq)
+        if req is None:
+            return report
+        # The tokens whose KV vLLM has computed, prompt then output.
+        tokens = (req.prompt_token_ids + synth_output_tokens(req))[: last_seq.num_tokens]
+    else:
+        result = rec.request
+        req = result.request if result is not None else None
+        if req is None:
+            return report
+        tokens = req.prompt_token_ids + synth_output_tokens(req)[: result.output_tokens]
     ids = tuple(tokens[pos * block_size : (pos + 1) * block_size])
     text = decode(ids) if (decode is not None and req.text is not None) else None
     return replace(
@@ -129,8 +152,9 @@ def _steps(verb: str, steps: tuple[int, ...], limit: int = 10) -> str:
 class BlockInspector(VerticalScroll):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES | {"inspector--dim", "inspector--title"}
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, *, serve: bool = False, **kw) -> None:
         super().__init__(**kw)
+        self.serve = serve
         self.report: BlockReport | None = None
         self.pending: int | None = None
         self._palette = palette.Palette(self)
@@ -139,6 +163,12 @@ class BlockInspector(VerticalScroll):
         yield Static(self._hint(), id="inspector-body")
 
     def _hint(self) -> Text:
+        if self.serve:
+            return Text(
+                "Click a block in the pool map or a running block table, or press [ / ] to "
+                "walk the running sequences' blocks, or b to pick a block id.",
+                style="dim",
+            )
         return Text(
             "Click a block in the pool map or the block table, or press [ / ] to walk the "
             "current request's blocks, or b to pick a block id.",
@@ -173,7 +203,7 @@ class BlockInspector(VerticalScroll):
         out.append("hash ", dim)
         out.append(f"{h.hex()}\n" if h is not None else "none (not cached)\n")
         if r.state is not None:
-            out.append("in this request: ", dim)
+            out.append("in its latest holder: " if self.serve else "in this request: ", dim)
             out.append(f" {r.state.letter} ", self._palette[palette.STATE_CLASS[r.state]])
             out.append(f" {palette.STATE_LABEL[r.state]}, logical block {r.position}\n")
         if r.holder is not None and r.position is not None:

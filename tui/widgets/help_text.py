@@ -54,8 +54,29 @@ KEYS = (
 )
 
 
+SERVE = (
+    "Serve mode (--mode serve) replays the trace on vLLM's real Scheduler: requests arrive "
+    "by the trace's clock, run together, and hold their blocks while they decode. One step "
+    "is one scheduler iteration. The block tables of every running sequence show at once, "
+    "in vLLM's running order; when the pool runs out vLLM preempts the last one: its blocks "
+    "are freed (cached ones stay cached-free) and it is recomputed when it is scheduled "
+    "again, with a fresh prefix lookup that vLLM counts apart (preempted hits / queried). "
+    "Cached tokens are the scheduler's own per-request figure (prefill_stats."
+    "num_cached_tokens)."
+)
+
+SERVE_KEYS = (
+    ("a / A", "next / previous step where a request arrives"),
+    ("f / F", "next / previous step where a request finishes"),
+)
+
+
 class HelpBody(Widget):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES | {"help--heading"}
+
+    def __init__(self, *, serve: bool = False, **kw) -> None:
+        super().__init__(**kw)
+        self.serve = serve
 
     def render(self) -> Text:
         head = self.get_component_rich_style("help--heading")
@@ -64,11 +85,15 @@ class HelpBody(Widget):
         out.append(INTRO + "\n\n")
         out.append("Block table states (one cell per logical block of the current request)\n", head)
         for state in BlockState:
-            if state is BlockState.HELD:
+            if state is BlockState.HELD and not self.serve:
                 continue
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state]}: ", "bold")
             out.append(palette.STATE_HELP[state] + "\n")
+        if self.serve:
+            out.append(f" {palette.HELD_SHARED_GLYPH} ", self.get_component_rich_style(palette.HELD_SHARED))
+            out.append(f" {palette.HELD_SHARED_LABEL}: ", "bold")
+            out.append(palette.HELD_SHARED_HELP + "\n")
         out.append("\nPool map (one cell per physical block)\n", head)
         for cls in (palette.POOL_FREE, palette.POOL_CACHED, palette.POOL_USED,
                     palette.POOL_EVICTED, palette.POOL_NULL):
@@ -76,17 +101,27 @@ class HelpBody(Widget):
             out.append(f" {glyph} ", self.get_component_rich_style(cls))
             out.append(f" {palette.POOL_LABEL[cls]}: ", "bold")
             out.append(palette.POOL_HELP[cls] + "\n")
-        out.append(
-            " The current request's blocks show their block-table letter in the pool map.\n"
-        )
+        if self.serve:
+            out.append(
+                " Blocks a running sequence took or filled at this step show their letter in "
+                "the pool map; blocks held from earlier show = (ref count 1) or s (shared) "
+                "where cells print ids, and their ref count where they do not.\n"
+            )
+        else:
+            out.append(
+                " The current request's blocks show their block-table letter in the pool map.\n"
+            )
         out.append("\nCached-free blocks and eviction\n", head)
         out.append(FREE_QUEUE + "\n\n")
         out.append("The recomputed last block\n", head)
         out.append(LAST_BLOCK + "\n\n")
         out.append("The numbers\n", head)
         out.append(NUMBERS + "\n\n")
+        if self.serve:
+            out.append("Serve mode\n", head)
+            out.append(SERVE + "\n\n")
         out.append("Keys\n", head)
-        for keys, what in KEYS:
+        for keys, what in KEYS + (SERVE_KEYS if self.serve else ()):
             out.append(f" {keys:<14}", "bold")
             out.append(f" {what}\n")
         return out

@@ -20,22 +20,29 @@ SHORT = {  # for narrow terminals
 POOL = (palette.POOL_FREE, palette.POOL_CACHED, palette.POOL_USED, palette.POOL_NULL)
 POOL_SHORT = {palette.POOL_FREE: "free", palette.POOL_CACHED: "cached-free",
               palette.POOL_USED: "in use", palette.POOL_NULL: "null"}
+POOL_SHORTER = {**POOL_SHORT, palette.POOL_CACHED: "cached"}
 
 
 class Legend(Widget):
+    """``serve``: also the held states of serve mode's running block tables."""
+
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
+
+    def __init__(self, *, serve: bool = False, **kw) -> None:
+        super().__init__(**kw)
+        self.serve = serve
 
     def render(self) -> Text:
         width = self.size.width
         states = self._states(long=True)
         if states.cell_len > width * 0.6:
             states = self._states(long=False)
-        pool = Text()
-        for cls in POOL:
-            glyph = "1" if cls == palette.POOL_USED else palette.POOL_GLYPH[cls]
-            pool.append(f" {glyph} ", self.get_component_rich_style(cls))
-            pool.append(f" {POOL_SHORT[cls]}  ")
-        pool.append("? help", self.get_component_rich_style(palette.LABEL))
+        held = self._held()  # serve mode: the held states
+        if states.cell_len + held.cell_len <= width:
+            states, held = states + held, Text()
+        pool = held + self._pool(POOL_SHORT, help_hint=True)
+        if held and pool.cell_len > width:  # serve, narrow: the shortest pool labels
+            pool = held + self._pool(POOL_SHORTER, help_hint=False)
         if states.cell_len + 2 + pool.cell_len <= width:
             return Text.assemble(states, ("│ ", self.get_component_rich_style(palette.LABEL)), pool)
         return Text("\n").join([states, pool])  # two lines, split between the two groups
@@ -45,4 +52,24 @@ class Legend(Widget):
         for state in STATES:
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state] if long else SHORT[state]}  ")
+        return out
+
+    def _pool(self, labels: dict[str, str], help_hint: bool) -> Text:
+        pool = Text()
+        for cls in POOL:
+            glyph = "1" if cls == palette.POOL_USED else palette.POOL_GLYPH[cls]
+            pool.append(f" {glyph} ", self.get_component_rich_style(cls))
+            pool.append(f" {labels[cls]}  ")
+        if help_hint:
+            pool.append("? help", self.get_component_rich_style(palette.LABEL))
+        return pool
+
+    def _held(self) -> Text:
+        out = Text()
+        if self.serve:
+            held = BlockState.HELD
+            out.append(f" {held.letter} ", self.get_component_rich_style(palette.STATE_CLASS[held]))
+            out.append(f" {palette.STATE_LABEL[held]}  ")
+            out.append(f" {palette.HELD_SHARED_GLYPH} ", self.get_component_rich_style(palette.HELD_SHARED))
+            out.append(f" {palette.HELD_SHARED_LABEL}  ")
         return out

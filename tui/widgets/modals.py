@@ -18,11 +18,15 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "dismiss", "Close"),
     ]
 
+    def __init__(self, *, serve: bool = False) -> None:
+        super().__init__()
+        self.serve = serve
+
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
             yield Label(Text("prefix-tui — what you are looking at"), id="help-title")
             with VerticalScroll(id="help-scroll"):
-                yield HelpBody(id="help-body")
+                yield HelpBody(serve=self.serve, id="help-body")
             yield Label(Text("↑/↓ scroll · Esc or ? close"), classes="modal-hint")
 
 

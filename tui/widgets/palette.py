@@ -82,11 +82,23 @@ POOL_HELP = {
     POOL_EVICTED: "Lost its cached hash at this step (evicted to make room).",
 }
 
+# -- serve mode: a block a sequence held before this step that another live sequence holds
+# too (ref count > 1). Its recorded state is HELD ("="); it is drawn "s" on the shared colour.
+HELD_SHARED = "bs-held-shared"
+HELD_SHARED_GLYPH = "s"
+HELD_SHARED_LABEL = "held, shared"
+HELD_SHARED_HELP = (
+    "Serve mode: held since an earlier step, and another running sequence holds the same "
+    "physical block (its ref count is above 1). At the step a sequence takes such a block "
+    "as a prefix hit it shows S."
+)
+
 SELECTED = "selected"
 LABEL = "label"
 
 COMPONENT_CLASSES = frozenset(
-    {*STATE_CLASS.values(), *POOL_GLYPH.keys(), POOL_USED, POOL_USED_MANY, SELECTED, LABEL}
+    {*STATE_CLASS.values(), *POOL_GLYPH.keys(), POOL_USED, POOL_USED_MANY, SELECTED, LABEL,
+     HELD_SHARED}
 )
 
 

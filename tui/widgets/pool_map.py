@@ -3,6 +3,11 @@
 A 100,000-block pool must scroll and step smoothly, so there is one widget, not one per
 block: ``render_line`` draws only the visible rows, and each row's Strip is kept in an LRU
 cache; a step drops only the rows holding blocks it changed, a jump drops them all.
+
+``held_glyphs`` (serve mode, where many blocks are held at once): when cells print their
+block id, a held block prints "=" (ref count 1) or "s" (ref count > 1), as the running
+block tables do, instead of a ref-count digit that would run into the id ("41" for block 1
+with ref count 4). Cells without ids keep the digit; the shading follows the ref count.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from tui.widgets.cells import Grid, make_grid
 class PoolMap(ScrollView, can_focus=True):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
 
-    def __init__(self, num_blocks: int, null_block_id: int = 0, **kw) -> None:
+    def __init__(self, num_blocks: int, null_block_id: int = 0, *, held_glyphs: bool = False,
+                 **kw) -> None:
         super().__init__(**kw)
         self.num_blocks = num_blocks
+        self.held_glyphs = held_glyphs
         self.null_block_id = null_block_id
         self._pool: Sequence[Slot] = ()
         self._current: Mapping[int, BlockState] = {}
@@ -86,6 +93,8 @@ class PoolMap(ScrollView, can_focus=True):
             return palette.POOL_EVICTED, palette.POOL_GLYPH[palette.POOL_EVICTED]
         slot = self._pool[block_id] if block_id < len(self._pool) else (0, None)
         cls = palette.pool_class(slot_status(block_id, slot, self.null_block_id), slot[0])
+        if self.held_glyphs and self._grid.show_id and slot[0] > 0 and block_id != self.null_block_id:
+            return cls, _held_glyph(slot[0])
         return cls, palette.pool_glyph(cls, slot[0])
 
     @property
@@ -137,6 +146,7 @@ class PoolMap(ScrollView, can_focus=True):
         pool, current, evicted = self._pool, self._current, self._evicted
         npool, null_id, selected = len(pool), self.null_block_id, self.selected
         show_id, id_w, pad = grid.show_id, grid.id_width, " " * grid.pad
+        held_glyphs = self.held_glyphs and show_id
         gap = " " * grid.gap
         styles = self._styles()
         run_text: list[str] = []
@@ -153,7 +163,10 @@ class PoolMap(ScrollView, can_focus=True):
                     cls, glyph = palette.POOL_NULL, "x"
                 elif ref > 0:
                     cls = palette.POOL_USED if ref == 1 else palette.POOL_USED_MANY
-                    glyph = str(ref) if ref < 10 else "+"
+                    if held_glyphs:
+                        glyph = "s" if ref > 1 else "="
+                    else:
+                        glyph = str(ref) if ref < 10 else "+"
                 elif block_hash is not None:
                     cls, glyph = palette.POOL_CACHED, "c"
                 else:
@@ -190,3 +203,7 @@ class PoolMap(ScrollView, can_focus=True):
         if index is not None:
             event.stop()
             self.post_message(BlockClicked(index, source="pool"))
+
+
+def _held_glyph(ref_cnt: int) -> str:
+    return palette.HELD_SHARED_GLYPH if ref_cnt > 1 else "="

@@ -2,6 +2,10 @@
 
 Everything that comes from the trace (id, conversation) goes through safe_text and into
 rich.text.Text pieces; nothing here is ever parsed as markup.
+
+In serve mode a step is a scheduler iteration, not a request: the panel says what the
+iteration did (queue sizes, arrivals, admissions, preemptions, finishes), and the serve
+pane lists the requests.
 """
 
 from __future__ import annotations
@@ -47,9 +51,10 @@ class RequestPanel(Widget):
         "request--id", "request--dim", "request--ok", "request--warn", "request--error",
     }
 
-    def __init__(self, block_size: int, **kw) -> None:
+    def __init__(self, block_size: int, *, serve: bool = False, **kw) -> None:
         super().__init__(**kw)
         self.block_size = block_size
+        self.serve = serve
         self.record: StepRecord | None = None
         self.message = ""  # shown when there is no record yet (loading, failures)
 
@@ -61,6 +66,8 @@ class RequestPanel(Widget):
     def render(self) -> Text:
         rec = self.record
         dim = self.get_component_rich_style("request--dim")
+        if self.serve and rec is not None:
+            return self._render_serve(rec, dim)
         if rec is None or rec.request is None:
             return Text(safe_text(self.message), style=dim)
         r = rec.request
@@ -83,4 +90,31 @@ class RequestPanel(Widget):
             note.append("  (press e for vLLM's traceback)", style=dim)
         elif r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG):
             note.append("  (press e for details)", style=dim)
+        return Text("\n").join([head, note])
+
+    def _render_serve(self, rec: StepRecord, dim) -> Text:  # noqa: ANN001 - a rich Style
+        x = rec.extra
+        sep = (" · ", dim)
+        head = Text.assemble(
+            ("iteration ", dim),
+            (f"{x.get('iteration', rec.index + 1):,}", self.get_component_rich_style("request--id")),
+            sep, f"clock {rec.clock:.3f} s",
+            sep, f"{len(rec.running):,} running", sep, f"{len(rec.waiting):,} waiting",
+        )
+        counts = (("arrived", len(x.get("arrived", ()))), ("admitted", len(rec.admitted)),
+                  ("resumed", len(x.get("resumed", ()))), ("preempted", len(rec.preempted)),
+                  ("finished", len(rec.finished)))
+        for label, n in counts:
+            if n:
+                head.append_text(Text.assemble(sep, f"{n} {label}"))
+        head.truncate(max(1, self.content_size.width), overflow="ellipsis")  # one line
+        if rec.error is not None:
+            cls = "request--error"
+        elif rec.preempted or any(r.outcome is not Outcome.OK for r in rec.admitted):
+            cls = "request--warn"
+        else:
+            cls = "request--ok"
+        note = Text(safe_text(rec.note or "nothing scheduled"), style=self.get_component_rich_style(cls))
+        if rec.error is not None:
+            note.append("  (press e for vLLM's traceback)", style=dim)
         return Text("\n").join([head, note])

@@ -2,6 +2,11 @@
 
 ``values`` keeps the formatted figures by name so tests compare them with the metrics
 functions applied to the record's Totals; the panel prints exactly these strings.
+
+Serve mode adds preemptions and vLLM's own split of prefix lookups made by preempted
+requests when they are scheduled again (PrefixCacheStats.preempted_hits /
+preempted_queries, in tokens; the hit rate above counts only first lookups), and its
+sparkline is the KV usage per iteration.
 """
 
 from __future__ import annotations
@@ -67,6 +72,22 @@ def totals_values(t: Totals) -> dict[str, str]:
     }
 
 
+def serve_values(t: Totals) -> dict[str, str]:
+    """Serve mode's extra figures: preemptions and vLLM's preempted hits / queries."""
+    rate = t.preempted_hits / t.preempted_queries if t.preempted_queries else 0.0
+    return {
+        "preemptions": f"{t.preemptions:,}",
+        "preempted_hit_rate": pct(rate),
+        "preempted_hits": f"{t.preempted_hits:,}",
+        "preempted_queries": f"{t.preempted_queries:,}",
+    }
+
+
+SERVE_ROWS = (
+    ("preemptions", "preemptions", "preempted hit %", "preempted_hit_rate"),
+    ("preempted hits", "preempted_hits", "of queried", "preempted_queries"),
+)
+
 ROWS = (
     ("sharing fraction", "sharing", "avg / request", "sharing_avg"),
     ("vLLM hit rate", "hit_rate", "last 1,000 req", "hit_rate_recent"),
@@ -82,8 +103,9 @@ class TotalsFigures(Widget):
 
     COMPONENT_CLASSES = {"totals--label"}
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, rows: tuple = ROWS, **kw) -> None:
         super().__init__(**kw)
+        self.rows = rows
         self.values: dict[str, str] = totals_values(Totals())
 
     def render(self) -> Text:
@@ -92,7 +114,7 @@ class TotalsFigures(Widget):
         dim = self.get_component_rich_style("totals--label")
         two_columns = self.size.width >= 60 or not self.size.width
         lines = []
-        for label, key, label2, key2 in ROWS:
+        for label, key, label2, key2 in self.rows:
             if two_columns:
                 lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>7}   ",
                                            (f"{label2:<15}", dim), f"{v[key2]:>7}"))
@@ -103,17 +125,25 @@ class TotalsFigures(Widget):
 
 
 class TotalsPanel(Vertical):
-    def __init__(self, **kw) -> None:
+    def __init__(self, *, serve: bool = False, **kw) -> None:
         super().__init__(**kw)
-        self.values: dict[str, str] = totals_values(Totals())
+        self.serve = serve
+        self.values: dict[str, str] = self._values(Totals())
+
+    def _values(self, totals: Totals) -> dict[str, str]:
+        if self.serve:
+            return {**totals_values(totals), **serve_values(totals)}
+        return totals_values(totals)
 
     def compose(self) -> ComposeResult:
-        yield TotalsFigures(id="totals-figures")
+        figures = TotalsFigures(ROWS + SERVE_ROWS if self.serve else ROWS, id="totals-figures")
+        figures.values = self.values
+        yield figures
         yield Label(self._spark_label(), id="totals-spark-label")
         yield HitSparkline([], id="totals-spark")
 
     def show(self, totals: Totals, series: list[float]) -> None:
-        self.values = totals_values(totals)
+        self.values = self._values(totals)
         figures = self.query_one(TotalsFigures)
         figures.values = self.values
         figures.refresh()
@@ -121,6 +151,8 @@ class TotalsPanel(Vertical):
 
     def _spark_label(self) -> str:
         steps = min(SPARK_STEPS, max(self.size.width - 2, 0)) or SPARK_STEPS
+        if self.serve:
+            return f"KV blocks in use per iteration, last {steps} steps"
         return f"hit rate per request, last {steps} steps"
 
     def on_resize(self) -> None:
