@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, chat_trace, eviction_trace, goto_step
+from tests.test_tui_support import (
+    CHAT,
+    EVICTION_STEP,
+    TINY,
+    chat_trace,
+    eviction_trace,
+    goto_serve_step,
+    goto_step,
+    serve_app,
+    wait_until,
+)
 from tui.app import InspectorApp
 
 
@@ -49,3 +59,16 @@ def test_help_screen(snap_compare):
 def test_eviction_step_160x50(snap_compare):
     app = InspectorApp(None, TINY, requests=eviction_trace())
     assert snap_compare(app, terminal_size=(160, 50), run_before=_at(EVICTION_STEP))
+
+
+def test_serve_preemption_step_160x50(snap_compare):
+    # Serve mode at the iteration where vLLM preempts q4: four running block tables that
+    # share the system prompt's blocks (s), q4 highlighted in the waiting queue.
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await wait_until(pilot, lambda: app.feed.replay_done and app.history.position >= 0)
+        step = next(r.index for r in app.history.records if r.preempted)
+        await goto_serve_step(pilot, app, step)
+        await pilot.pause()
+
+    assert snap_compare(serve_app(), terminal_size=(160, 50), run_before=run_before)

@@ -3,6 +3,8 @@
 Two tiny traces at block size 4 keep every test fast and every screen small enough to read:
 ``chat_trace`` (three conversations sharing a system prompt, in a roomy pool) and
 ``eviction_trace`` (distinct prompts in a 24-block pool, so cached blocks get evicted).
+Serve mode has ``serve_trace`` (requests arriving together, sharing a prefix, in a
+24-block pool, so vLLM's scheduler preempts).
 """
 
 from __future__ import annotations
@@ -55,6 +57,28 @@ def eviction_trace() -> list[TraceRequest]:
     ]
 
 
+def serve_trace() -> list[TraceRequest]:
+    """Four requests arrive together and share the system prompt's three blocks (ref count
+    4); a fifth joins at 0.1 s. Decoding 12 tokens each fills TINY's 23 usable blocks, so
+    vLLM preempts the last running one (q4), and resumes it, with a fresh prefix lookup
+    (counted apart as preempted), once the others finish. q5 arrives after everything
+    has finished and resends q0's prompt: hits on cached-free blocks."""
+    bodies = [tuple(1000 * (i + 1) + k for k in range(6)) for i in range(5)]
+    bodies.append(bodies[0])
+    arrivals = (0.0, 0.0, 0.0, 0.0, 0.1, 1.0)
+    return [
+        TraceRequest(index=i, line=i + 1, request_id=f"q{i}", arrival_time=t,
+                     prompt_token_ids=SYSTEM + body, output_len=12)
+        for i, (body, t) in enumerate(zip(bodies, arrivals))
+    ]
+
+
+def serve_app(**kw):
+    from tui.app import InspectorApp
+
+    return InspectorApp(None, TINY, requests=serve_trace(), mode="serve", **kw)
+
+
 async def wait_until(pilot, cond: Callable[[], bool], timeout: float = 120.0) -> None:
     """Pump the app until ``cond()``; the first app in a process imports vLLM (seconds)."""
     deadline = time.monotonic() + timeout
@@ -79,3 +103,18 @@ async def goto_step(pilot, app, index: int) -> None:
     await wait_until(pilot, lambda: app.history.position >= 0)
     app._goto(index)
     await wait_until(pilot, at_step(app, index))
+
+
+def at_serve_step(app, index: int) -> Callable[[], bool]:
+    """Serve mode: the cursor is at step ``index``, shown, and the replay is complete."""
+    return lambda: (
+        app.history.position == index and not app._show_scheduled and app._target is None
+        and app.header.step == index + 1 and app.feed.replay_done
+        and app.header.total_final and app.header.status == ""
+    )
+
+
+async def goto_serve_step(pilot, app, index: int) -> None:
+    await wait_until(pilot, lambda: app.history.position >= 0 and app.feed.replay_done)
+    app._goto(index)
+    await wait_until(pilot, at_serve_step(app, index))

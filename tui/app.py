@@ -8,6 +8,11 @@ Attributes go down (``feed.want``), messages come up; no worker touches a widget
 The cursor is History's: going back rewinds pool deltas, never re-runs vLLM. A step the
 replay has not reached yet becomes ``_target``; the feed is asked for it and the cursor
 moves when the records arrive.
+
+Modes: ``sequential`` (one request per step: the request, its block table, the requests
+table) and ``serve`` (one vLLM scheduler iteration per step: the iteration, every running
+sequence's block table, the queues pane; a / A and f / F jump to arrivals and finishes).
+Both share the pool map, totals, block inspector, free queue and KV events.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from engine import serve as serve_steps
 from engine.history import History
-from engine.records import Outcome, StepRecord
+from engine.records import BlockState, Outcome, StepRecord
 from engine.trace_types import TraceRequest
 from engine.vllm_v1 import EngineSettings
 from tui.inspector import Feed
@@ -51,7 +57,9 @@ from tui.widgets.legend import Legend
 from tui.widgets.modals import ErrorScreen, HelpScreen, PromptScreen
 from tui.widgets.pool_map import PoolMap
 from tui.widgets.request_panel import RequestPanel, token_summary
+from tui.widgets.running_tables import RunningTables
 from tui.widgets.sequences import SequenceTable
+from tui.widgets.serve_panel import ServePanel, preempted_index
 from tui.widgets.totals import SPARK_STEPS, TotalsPanel
 
 TO_THE_END = 1 << 62  # End pressed before the trace's length is known
@@ -62,6 +70,9 @@ FOLLOW_IDLE_S = 0.1  # the table cursor follows the step once steps pause this l
 FOLLOW_EVERY_S = 0.5  # or at least this often while they keep coming
 SIDE_PANES = (("totals", "Totals"), ("sequences", "Requests"), ("inspector", "Block"),
               ("freeq", "Free queue"), ("events", "Events"))
+SERVE_PANES = (("totals", "Totals"), ("queues", "Queues"), ("inspector", "Block"),
+               ("freeq", "Free queue"), ("events", "Events"))
+SERVE_ONLY = {"arrival", "finish"}  # actions (and footer keys) of serve mode
 
 
 class InspectorApp(App[int]):
@@ -79,6 +90,10 @@ class InspectorApp(App[int]):
         Binding("plus,equals_sign", "speed(1)", "Speed", key_display="+/-"),
         Binding("minus", "speed(-1)", "Slower", show=False),
         Binding("g", "goto", "Go to"),
+        Binding("a", "arrival(1)", "Arrival", key_display="a/A"),
+        Binding("A", "arrival(-1)", "Prev arrival", show=False),
+        Binding("f", "finish(1)", "Finish", key_display="f/F"),
+        Binding("F", "finish(-1)", "Prev finish", show=False),
         Binding("home", "first", "First", show=False, priority=True),
         Binding("end", "last", "Last", show=False, priority=True),
         Binding("slash", "find", "Find", key_display="/"),
@@ -101,14 +116,19 @@ class InspectorApp(App[int]):
         trace_block_size: int = 512,
         verbose: bool = False,
         requests: Iterable[TraceRequest] | None = None,
+        mode: str = "sequential",
+        serve=None,  # noqa: ANN001 - engine.vllm_v1_sched.ServeSettings (None: vLLM's defaults)
     ) -> None:
         super().__init__()
         self.settings = settings
+        self.mode = mode
+        self.serve_settings = serve
         self.trace_name = Path(trace_path).name if trace_path else "(requests)"
         self.tokenizer_name = tokenizer_name
         self.feed = Feed(
             self.post_message, trace_path, settings, tokenizer_name=tokenizer_name,
             trace_block_size=trace_block_size, verbose=verbose, requests=requests,
+            mode=mode, serve=serve,
         )
         # A checkpoint is a copy of the pool: keep them to ~1 MB-equivalent each interval.
         self.history = History(settings.num_blocks, checkpoint_every=max(512, settings.num_blocks // 64))
@@ -131,30 +151,57 @@ class InspectorApp(App[int]):
         self._show_scheduled = False
         self.selected_block: int | None = None
         self._spinner = 0
+        # Serve mode: seq id -> steps it was preempted at; a jump (a/A/f/F) or a find
+        # waiting for records the replay has not made yet.
+        self._preempted_at: dict[str, list[int]] = {}
+        self._pending_jump: tuple[str, int, int] | None = None  # (kind, delta, from step)
+        self._pending_find: str | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.mode == "serve"
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         # Widgets are kept as attributes: timers and worker messages may arrive while a
         # modal screen is on top or while the app shuts down, when queries would fail.
         s = self.settings
-        self.header = InspectorHeader(self.trace_name, s, id="header")
-        self.request_panel = RequestPanel(s.block_size, id="request")
-        self.block_table = BlockTable(s.num_blocks, id="blocks")
-        self.pool_map = PoolMap(s.num_blocks, id="pool")
-        self.tabs = Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="side-tabs")
-        self.totals = TotalsPanel(id="totals", classes="pane -active")
-        self.sequences = SequenceTable(s.block_size, id="sequences", classes="pane")
-        self.inspector = BlockInspector(id="inspector", classes="pane")
+        serving = self.serving
+        scheduler = ""
+        if serving:  # until vLLM says, the class its settings resolve to
+            sync = self.serve_settings is not None and self.serve_settings.async_scheduling is False
+            scheduler = "Scheduler" if sync else "AsyncScheduler"
+        self.header = InspectorHeader(self.trace_name, s, mode=self.mode, scheduler=scheduler, id="header")
+        self.request_panel = RequestPanel(s.block_size, serve=serving, id="request")
+        # Sequential: the step's request's block table and the requests table. Serve: every
+        # running sequence's block table and the queues pane.
+        self.block_table: BlockTable | None = None
+        self.running: RunningTables | None = None
+        self.sequences: SequenceTable | None = None
+        self.serve_panel: ServePanel | None = None
+        if serving:
+            self.running = RunningTables(s.num_blocks, id="running")
+            self.serve_panel = ServePanel(self._request_id, id="queues", classes="pane")
+            table, middle, panes = self.running, self.serve_panel, SERVE_PANES
+        else:
+            self.block_table = BlockTable(s.num_blocks, id="blocks")
+            self.sequences = SequenceTable(s.block_size, id="sequences", classes="pane")
+            table, middle, panes = self.block_table, self.sequences, SIDE_PANES
+        self.pool_map = PoolMap(s.num_blocks, held_glyphs=serving, id="pool")
+        self.tabs = Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in panes), id="side-tabs")
+        self.totals = TotalsPanel(serve=serving, id="totals", classes="pane -active")
+        self.inspector = BlockInspector(serve=serving, id="inspector", classes="pane")
         self.free_queue = FreeQueuePanel(id="freeq", classes="pane")
         self.events_panel = EventsPanel(id="events", classes="pane")
-        self._panes = (self.totals, self.sequences, self.inspector, self.free_queue, self.events_panel)
+        self._panes = (self.totals, middle, self.inspector, self.free_queue, self.events_panel)
+        self._side_panes = panes
         yield self.header
-        with Container(id="body"):
+        with Container(id="body", classes="serve" if serving else ""):
             with Vertical(id="main"):
                 yield self.request_panel
-                yield self.block_table
+                yield table
                 yield self.pool_map
-                yield Legend(id="legend")
+                yield Legend(serve=serving, id="legend")
             # The panes are children of #body, not of a side column: app.tcss lays them
             # out as a grid around #main when wide, and as tabs under it when narrow.
             yield self.tabs
@@ -162,10 +209,14 @@ class InspectorApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        titles = ("totals", "requests", "block inspector", "free queue", "KV events")
+        titles = ("totals", "queues" if self.serving else "requests", "block inspector",
+                  "free queue", "KV events")
         for pane, title in zip(self._panes, titles):
             pane.border_title = title
-        self.block_table.border_title = "block table"
+        if self.block_table is not None:
+            self.block_table.border_title = "block table"
+        if self.running is not None:
+            self.running.border_title = "running sequences' block tables"
         self.pool_map.border_title = f"block pool ({self.settings.num_blocks:,} blocks)"
         self.pool_map.show(self.history.pool, {}, frozenset())
         self._show_loading()
@@ -202,6 +253,17 @@ class InspectorApp(App[int]):
     def _run_replay(self) -> None:
         self.feed.run_replay()
 
+    def _request_id(self, seq_id: str) -> str:
+        """Serve mode: the trace's request id of a vLLM seq id (the request's index)."""
+        req = self._request_of_seq(seq_id)
+        return req.request_id if req is not None else seq_id
+
+    def _request_of_seq(self, seq_id: str) -> TraceRequest | None:
+        try:
+            return self.feed.requests[int(seq_id)]
+        except (ValueError, IndexError):
+            return None
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect", name="scan block")
     def _scan_block(self, block_id: int, upto: int, slot, text_trace: bool) -> None:
         worker = get_current_worker()
@@ -213,9 +275,10 @@ class InspectorApp(App[int]):
                 decode = load_tokenizer(self.tokenizer_name).decode
             except Exception:  # a tokenizer that cannot load only costs the decoded text
                 decode = None
+        request_of = (lambda seq: self._request_of_seq(seq.seq_id)) if self.serving else None
         report = scan_block(
             self.history.records, upto, block_id, slot, self.settings.block_size,
-            decode=decode, cancelled=lambda: worker.is_cancelled,
+            decode=decode, cancelled=lambda: worker.is_cancelled, request_of=request_of,
         )
         if not report.cancelled:
             self.post_message(BlockReport(report))
@@ -238,9 +301,11 @@ class InspectorApp(App[int]):
         requests = self.feed.requests[start:msg.count]
         self.read_count = msg.count
         self.read_fraction = msg.bytes_read / msg.total_bytes if msg.total_bytes else 1.0
-        self.sequences.add_requests(requests)
+        if self.sequences is not None:
+            self.sequences.add_requests(requests)
         gc.freeze()  # see the note below
-        self.header.update_state(total=msg.count, total_final=msg.done)
+        if not self.serving:  # serve mode: steps are iterations, counted by the replay
+            self.header.update_state(total=msg.count, total_final=msg.done)
         if msg.done and not msg.count and self.trace_error is None:
             self.trace_error = "the trace has no requests"
         if not self.history.records:
@@ -266,6 +331,8 @@ class InspectorApp(App[int]):
         self.vllm_version = msg.vllm_version
         self.engine_status = "ready"
         self.header.update_state(vllm_version=msg.vllm_version)
+        if msg.info.get("scheduler"):
+            self.header.update_state(scheduler=msg.info["scheduler"])
         self._run_replay()
         self._update_status()
 
@@ -278,10 +345,18 @@ class InspectorApp(App[int]):
     def on_replay_progress(self, msg: ReplayProgress) -> None:
         start = len(self.history)
         new = self.feed.records[start:msg.count]
-        for rec in new:
-            self.history.append(rec)
-            r = rec.request
-            self._hit_series.append(r.hit_tokens / r.prompt_tokens if r and r.prompt_tokens else 0.0)
+        if self.serving:
+            usable = max(1, self.settings.num_blocks - 1)
+            for rec in new:
+                self.history.append(rec)
+                self._hit_series.append(rec.extra.get("used_blocks", 0) / usable)  # KV usage
+            preempted_index(new, self._preempted_at)
+            self.header.update_state(total=len(self.history), total_final=msg.done)
+        else:
+            for rec in new:
+                self.history.append(rec)
+                r = rec.request
+                self._hit_series.append(r.hit_tokens / r.prompt_tokens if r and r.prompt_tokens else 0.0)
         gc.freeze()  # see the note above on_trace_failed
         if self._target is not None and (self._target < len(self.history) or msg.done):
             target, self._target = self._target, None
@@ -290,6 +365,8 @@ class InspectorApp(App[int]):
             self._seek(0)
         if msg.done:
             self._update_total()
+        if self._pending_jump is not None or self._pending_find is not None:
+            self._retry_pending(msg.done)
         self._update_status()
 
     def on_block_report(self, msg: BlockReport) -> None:
@@ -326,7 +403,7 @@ class InspectorApp(App[int]):
         """The last step that can exist, when known."""
         if self.feed.replay_done:
             return len(self.history) - 1
-        if self.feed.read_done:
+        if self.feed.read_done and not self.serving:
             return self.read_count - 1
         return None
 
@@ -361,6 +438,9 @@ class InspectorApp(App[int]):
         rec = self.history.current
         if rec is None:
             return
+        if self.serving:
+            self._show_serve_step(rec)
+            return
         i = rec.index
         seq = rec.seqs[0] if rec.seqs else None
         current = dict(zip(seq.block_ids, seq.states)) if seq else {}
@@ -387,13 +467,51 @@ class InspectorApp(App[int]):
             self._set_playing(False)  # stop on an error: it is shown at its step
         self._update_status()
 
+    def _show_serve_step(self, rec: StepRecord) -> None:
+        i = rec.index
+        pool = self.history.pool
+        # The pool map letters what changed this iteration; blocks held from earlier show
+        # their ref count (shaded apart above 1), so sharing between live sequences shows.
+        current = {
+            bid: state
+            for seq in rec.seqs for bid, state in zip(seq.block_ids, seq.states)
+            if state is not BlockState.HELD
+        }
+        evicted = frozenset(bid for bid, _ in rec.evicted)
+        self.pool_map.show(pool, current, evicted, self._changed_blocks(i, current, evicted))
+        self.running.show(rec.seqs, pool, "no sequence running: " + (rec.note or "vLLM is idle"))
+        held = {bid for seq in rec.seqs for bid in seq.block_ids}
+        shared = sum(1 for bid in held if pool[bid][0] > 1)
+        n = len(rec.seqs)
+        self.running.border_title = Text(
+            f"running sequences' block tables · {n} sequence{'s' * (n != 1)} · "
+            f"{len(held):,} blocks held, {shared:,} shared"
+        )
+        self.request_panel.show(rec)
+        self.serve_panel.show(rec, self.history.records[i - 1] if i else None, self._preempted_at)
+        self.totals.show(rec.totals, self._hit_series[max(0, i + 1 - SPARK_STEPS): i + 1])
+        self._last_show = time.monotonic()
+        self._furthest = max(self._furthest, i)
+        self.free_queue.show(rec, pool)
+        self.events_panel.show(rec)
+        x = rec.extra
+        self.header.update_state(step=i + 1, iteration={
+            "iteration": x.get("iteration", i + 1), "clock": rec.clock,
+            "scheduled_tokens": x.get("scheduled_tokens", 0), "used_blocks": x.get("used_blocks", 0),
+        })
+        if self.selected_block is not None:
+            self._inspect(self.selected_block)
+        if self._playing and rec.error is not None:
+            self._set_playing(False)
+        self._update_status()
+
     def _follow_table(self) -> None:
         """Put the requests table's cursor on the current step, lazily: moving a DataTable
         cursor re-renders all its visible rows, so while steps come fast (a held key,
         play) the table follows at most every FOLLOW_EVERY_S, and right after they stop."""
         i = self.history.position
         table = self.sequences
-        if i < 0 or table.cursor_row == i or i >= table.row_count:
+        if table is None or i < 0 or table.cursor_row == i or i >= table.row_count:
             return
         now = time.monotonic()
         if now - self._last_show < FOLLOW_IDLE_S and now - self._last_follow < FOLLOW_EVERY_S:
@@ -408,7 +526,7 @@ class InspectorApp(App[int]):
         # Results show up to the furthest step visited: the table is the requests "so far",
         # not a preview of what the replay, running ahead, already knows.
         end = min(len(self.history), self._furthest + 1)
-        if end <= self._table_filled:
+        if self.sequences is None or end <= self._table_filled:
             return
         self.sequences.apply_records(self.history.records[self._table_filled : end])
         self._table_filled = end
@@ -469,6 +587,11 @@ class InspectorApp(App[int]):
         lines = []
         if self.engine_status == "failed" and self.engine_error:
             lines.append(f"vLLM could not start: {self.engine_error[0]}  (press e for the traceback)")
+        elif self.serving:
+            lines.append(
+                f"Starting vLLM's scheduler: {self.engine_status}… (importing vLLM takes a few "
+                "seconds)."
+            )
         else:
             lines.append(
                 f"Starting vLLM's KV-cache manager: {self.engine_status}… (importing vLLM takes a "
@@ -477,13 +600,16 @@ class InspectorApp(App[int]):
         if self.trace_error:
             lines.append(f"Trace: {self.trace_error}")
         self.request_panel.show(None, "\n".join(lines))
-        self.block_table.show(None, "")
+        if self.block_table is not None:
+            self.block_table.show(None, "")
 
     # -- actions ------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # App-level keys belong to the main screen; a modal (help, prompt) gets its own.
         if self.screen is not self.screen_stack[0] and action not in ("quit", "select_block"):
             return False
+        if action in SERVE_ONLY and not self.serving:
+            return False  # hidden from the footer too
         return True
 
     def action_step(self, delta: int) -> None:
@@ -529,6 +655,72 @@ class InspectorApp(App[int]):
             return
         self._goto(self.history.position + self._per_tick)
 
+    # -- serve mode: jumps to arrivals and finishes --------------------------------------
+    def action_arrival(self, delta: int) -> None:
+        self._jump("arrival", delta)
+
+    def action_finish(self, delta: int) -> None:
+        self._jump("finish", delta)
+
+    def _jump(self, kind: str, delta: int) -> None:
+        base = self._target if self._target is not None else self.history.position
+        self._pending_jump = None
+        if self._find_jump(kind, delta, base):
+            return
+        if delta > 0 and not self.feed.replay_done:
+            # Not recorded yet: ask for more records and look again as they come.
+            self._pending_jump = (kind, delta, base)
+            self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+            self._update_status()
+            return
+        self.notify(f"no {'later' if delta > 0 else 'earlier'} {kind}", timeout=2)
+
+    def _find_jump(self, kind: str, delta: int, base: int) -> bool:
+        records = self.history.records
+        search = {
+            ("arrival", 1): serve_steps.next_arrival, ("arrival", -1): serve_steps.prev_arrival,
+            ("finish", 1): serve_steps.next_finish, ("finish", -1): serve_steps.prev_finish,
+        }[kind, delta]
+        index = search(records, base)
+        if index is None:
+            return False
+        self._goto(index)
+        return True
+
+    def _retry_pending(self, done: bool) -> None:
+        if self._pending_jump is not None:
+            kind, delta, base = self._pending_jump
+            if self._find_jump(kind, delta, base):
+                self._pending_jump = None
+            elif done:
+                self._pending_jump = None
+                self.notify(f"no later {kind}", timeout=2)
+            else:
+                self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+        if self._pending_find is not None:
+            query = self._pending_find
+            index = self._serve_find(query)
+            if index is not None or done:
+                self._pending_find = None
+                if index is None:
+                    self.notify(f"no request id matches {query!r}", severity="warning", markup=False)
+                else:
+                    self._goto(index)
+            else:
+                self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+
+    def _serve_find(self, query: str) -> int | None:
+        """Serve mode: the step where the request a query names arrives (None: not recorded
+        yet, or no such request)."""
+        req_index = find_request(self.feed.requests[: self.read_count], query)
+        if req_index is None:
+            return None
+        seq_id = str(req_index)
+        for rec in self.history.records:
+            if seq_id in rec.extra.get("arrived", ()) or any(r.seq_id == seq_id for r in rec.admitted):
+                return rec.index
+        return None
+
     def action_goto(self) -> None:
         def done(value: str | None) -> None:
             if value:
@@ -537,11 +729,22 @@ class InspectorApp(App[int]):
                 except ValueError:
                     self.notify(f"not a step number: {value!r}", severity="warning", markup=False)
 
-        self.push_screen(PromptScreen(f"Go to step (1–{self.read_count:,}):", "step number"), done)
+        count = self.header.step_text.split("/")[-1].strip() if self.serving else f"{self.read_count:,}"
+        self.push_screen(PromptScreen(f"Go to step (1–{count}):", "step number"), done)
 
     def action_find(self) -> None:
         def done(value: str | None) -> None:
             if not value:
+                return
+            if self.serving:
+                index = self._serve_find(value)
+                if index is not None:
+                    self._goto(index)
+                elif find_request(self.feed.requests[: self.read_count], value) is None:
+                    self.notify(f"no request id matches {value!r}", severity="warning", markup=False)
+                elif not self.feed.replay_done:
+                    self._pending_find = value  # it arrives after the steps made so far
+                    self.feed.want(len(self.history) + Feed.RUN_AHEAD)
                 return
             index = find_request(self.feed.requests[: self.read_count], value)
             if index is None:
@@ -567,7 +770,7 @@ class InspectorApp(App[int]):
             return
         self.selected_block = block_id
         self.pool_map.select(block_id)
-        self.block_table.select(block_id)
+        self._table.select(block_id)
         if self._main.has_class("-narrow"):
             self.tabs.active = "tab-inspector"
         self._inspect(block_id)
@@ -575,14 +778,20 @@ class InspectorApp(App[int]):
     def action_clear_block(self) -> None:
         self.selected_block = None
         self.pool_map.select(None)
-        self.block_table.select(None)
+        self._table.select(None)
         self.inspector.clear()
 
+    @property
+    def _table(self) -> BlockTable | RunningTables:
+        """The block table(s) of the mode: the request's, or every running sequence's."""
+        return self.running if self.running is not None else self.block_table
+
     def action_walk_block(self, delta: int) -> None:
-        ids = self.block_table.block_ids
+        table = self._table
+        ids = table.block_ids
         if not ids:
             return
-        pos = self.block_table.position_of(self.selected_block) if self.selected_block is not None else None
+        pos = table.position_of(self.selected_block) if self.selected_block is not None else None
         pos = (0 if delta > 0 else len(ids) - 1) if pos is None else (pos + delta) % len(ids)
         self.action_select_block(ids[pos])
 
@@ -608,11 +817,11 @@ class InspectorApp(App[int]):
             self.notify("nothing went wrong at this step", timeout=2)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(serve=self.serving))
 
     def action_next_pane(self) -> None:
         tabs = self.tabs
-        ids = [f"tab-{pane}" for pane, _ in SIDE_PANES]
+        ids = [f"tab-{pane}" for pane, _ in self._side_panes]
         current = ids.index(tabs.active) if tabs.active in ids else -1
         tabs.active = ids[(current + 1) % len(ids)]
 
