@@ -145,6 +145,7 @@ class InspectorApp(App[int]):
         self._furthest = -1  # the furthest step shown so far
         self._last_show = self._last_follow = 0.0
         self._auto_rows: set[int] = set()  # table rows the app moved the cursor to
+        self._row_seen = 0  # the table's cursor row as of the last highlight handled or made
         self._playing = False
         self._speed = SPEEDS.index(5)
         self._timer = None
@@ -385,6 +386,7 @@ class InspectorApp(App[int]):
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         # One click (or ↑/↓ in the table) jumps to that step. Moves the app made itself
         # to follow the cursor are remembered in _auto_rows and ignored here.
+        self._row_seen = event.cursor_row
         if event.cursor_row in self._auto_rows:
             self._auto_rows.discard(event.cursor_row)
             return
@@ -513,11 +515,16 @@ class InspectorApp(App[int]):
         table = self.sequences
         if table is None or i < 0 or table.cursor_row == i or i >= table.row_count:
             return
+        if table.cursor_row != self._row_seen:
+            # The user moved the cursor (↑/↓, a click) and its RowHighlighted is still on
+            # its way; following now would move the cursor back and lose that move.
+            return
         now = time.monotonic()
         if now - self._last_show < FOLLOW_IDLE_S and now - self._last_follow < FOLLOW_EVERY_S:
             return
         self._last_follow = now
         self._auto_rows.add(i)
+        self._row_seen = i
         table.follow(i)
 
     def _flush_table(self) -> None:
