@@ -101,7 +101,8 @@ async def test_preemption_shows_in_the_queues_and_totals():
         await goto_serve_step(pilot, app, k)
         lines = app.query_one(ServePanel).lines()
         freed = len(next(s for s in records[k - 1].seqs if s.seq_id == "4").block_ids)
-        assert any(ln.startswith("✗ preempted q4") and f"{freed} blocks freed" in ln for ln in lines)
+        assert any(ln.startswith("✗ preempted q4") and f"{freed} blk freed (3 still shared)" in ln
+                   for ln in lines)  # the system prompt's blocks: q0..q3 still hold them
         assert any(ln.split()[:3] == ["q4", "preempted", "now"] for ln in lines)
         assert "preempted q4" in rec.note
         totals = app.query_one(TotalsPanel).values
@@ -272,3 +273,47 @@ async def test_running_tables_at_scale_draw_one_line_per_sequence():
         assert tables.block_at(len("r255 "), 3) == seqs[3].block_ids[0]
         tables.select(seqs[200].block_ids[5])
         assert tables.top <= 200 < tables.top + height
+
+
+async def test_error_inside_vllm_is_shown_at_its_iteration(monkeypatch):
+    from engine.vllm_v1_sched import SchedBackend
+    from tui.widgets.modals import ErrorScreen
+
+    real = SchedBackend.step
+    calls = {"n": 0}
+
+    def step(self, token_for, detail=True):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("boom [bold]not markup[/]")
+        return real(self, token_for, detail)
+
+    monkeypatch.setattr(SchedBackend, "step", step)
+    app = serve_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await goto_serve_step(pilot, app, 3)
+        rec = app.history.current
+        assert rec.error is not None and "boom" in rec.error.message
+        assert app.header.step_text == "step 4 / 4"  # the replay stops at the error
+        assert "press e" in app.request_panel.render().plain
+        assert any("vLLM raised" in ln for ln in app.query_one(ServePanel).lines())
+        await pilot.press("e")
+        assert isinstance(app.screen, ErrorScreen) and "boom" in app.screen.traceback
+        await pilot.press("escape", "left")
+        await wait_until(pilot, at_serve_step(app, 2))
+
+
+async def test_arrival_key_waits_for_records_the_paced_replay_has_not_made(monkeypatch):
+    from tui.inspector import Feed
+
+    monkeypatch.setattr(Feed, "RUN_AHEAD", 2)  # the replay stays 2 iterations ahead
+    app = serve_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.history.position == 0 and app.feed._replay_waiting)
+        assert len(app.feed.records) <= 4 and not app.feed.replay_done  # paced, not run out
+        await pilot.press("a")
+        await wait_until(pilot, lambda: app._pending_jump is None and app.history.position > 0)
+        await wait_until(pilot, lambda: not app._show_scheduled)
+        records = app.history.records
+        assert app.history.position == next_arrival(records, 0) == 5
+        assert not app.feed.replay_done

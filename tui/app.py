@@ -207,7 +207,8 @@ class InspectorApp(App[int]):
             # out as a grid around #main when wide, and as tabs under it when narrow.
             yield self.tabs
             yield from self._panes
-        yield Footer()
+        self.footer = Footer()
+        yield self.footer
 
     def on_mount(self) -> None:
         titles = ("totals", "queues" if self.serving else "requests", "block inspector",
@@ -227,6 +228,11 @@ class InspectorApp(App[int]):
         # Start the workers once the first frame is out: importing vLLM in a thread still
         # competes for the GIL, and the screen should come first.
         self.call_after_refresh(self._start_workers)
+
+    def on_resize(self, event) -> None:  # noqa: ANN001 - events.Resize
+        # Serve mode has two more keys (a/A, f/F): on a narrow terminal the footer drops
+        # its padding so "? Help" and "q Quit" stay on it.
+        self.footer.compact = self.serving and event.size.width < 120
 
     def _start_workers(self) -> None:
         self._read_trace()
@@ -563,6 +569,7 @@ class InspectorApp(App[int]):
         busy = (
             self.engine_status not in ("ready", "failed")
             or self._target is not None
+            or self._pending_jump is not None or self._pending_find is not None
             or not (self.feed.read_done or self.feed.reader_paused)
         )
         if busy:
@@ -584,6 +591,10 @@ class InspectorApp(App[int]):
             done = len(self.history)
             where = "the end" if self._target >= TO_THE_END else f"step {self._target + 1:,}"
             parts.append(f"{spin} replaying to {where} ({done:,} steps done)")
+        if self._pending_jump is not None:
+            parts.append(f"{spin} replaying to the next {self._pending_jump[0]} ({len(self.history):,} steps done)")
+        if self._pending_find is not None:
+            parts.append(f"{spin} replaying until the request arrives")
         if self._playing:
             parts.append(f"▶ {SPEEDS[self._speed]}/s")
         self.header.update_state(status=" · ".join(parts))
@@ -619,14 +630,21 @@ class InspectorApp(App[int]):
             return False  # hidden from the footer too
         return True
 
+    def _cancel_pending(self) -> None:
+        """Another move replaces a jump or find still waiting for records."""
+        self._pending_jump = self._pending_find = None
+
     def action_step(self, delta: int) -> None:
+        self._cancel_pending()
         base = self._target if self._target is not None else self.history.position
         self._goto(base + delta if base >= 0 else 0)
 
     def action_first(self) -> None:
+        self._cancel_pending()
         self._goto(0)
 
     def action_last(self) -> None:
+        self._cancel_pending()
         last = self._last_index()
         self._goto(last if last is not None else TO_THE_END)
 

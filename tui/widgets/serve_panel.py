@@ -138,12 +138,16 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
     for seq_id, cached in x.get("resumed", ()):
         out.append((("↻ resumed   ", "serve--warn"), (f"{rid(seq_id):<{ID_W}} ", ""),
                     (f"{cached:>6,} cached tok", ""), ("  recomputes the rest", dim)))
-    held = {s.seq_id: len(s.block_ids) for s in prev.seqs} if prev is not None else {}
+    held = {s.seq_id: s.block_ids for s in prev.seqs} if prev is not None else {}
     for seq_id in rec.preempted:
-        freed = held.get(seq_id)
-        out.append((("✗ preempted ", "serve--preempted"), (f"{rid(seq_id):<{ID_W}} ", ""),
-                    (f"{freed} blocks freed" if freed is not None else "blocks freed", ""),
-                    (", will recompute", dim)))
+        blocks = held.get(seq_id)
+        if blocks is None:
+            what = [("blocks freed, will recompute", "")]
+        else:  # vLLM frees them all; one that another sequence held only loses a ref
+            others = {b for s in prev.seqs if s.seq_id != seq_id for b in s.block_ids}
+            kept = len(set(blocks) & others)
+            what = [(f"{len(blocks)} blk freed", ""), (f" ({kept} still shared)" if kept else "", dim)]
+        out.append((("✗ preempted ", "serve--preempted"), (f"{rid(seq_id):<{ID_W}} ", ""), *what))
     for r in x.get("finished_results", ()):
         cls = "serve--ok" if r.outcome is Outcome.OK else "serve--warn"
         out.append((("✓ finished  ", cls), (f"{rid(r.seq_id):<{ID_W}} ", ""),
