@@ -107,3 +107,31 @@ def test_runs_of_removed_and_chained_stored_events_merge():
     out = merged(events)
     assert [(e.kind, len(e.block_hashes)) for e in out] == [("removed", 2), ("stored", 2), ("stored", 1)]
     assert out[1].parent_hash is None and out[1].num_tokens == 8
+
+
+def test_line_scroll_moves_by_lines_and_stops_at_the_last_page():
+    from types import SimpleNamespace
+
+    from tui.widgets.line_scroll import LineScroll
+
+    class Pane(LineScroll):
+        content_size = SimpleNamespace(height=3)
+
+        def __init__(self) -> None:
+            self.top, self.refreshes = 0, 0
+
+        def _line_count(self) -> int:
+            return 10
+
+        def refresh(self) -> None:
+            self.refreshes += 1
+
+    pane = Pane()
+    pane._scroll(5)
+    assert pane.top == 5
+    pane._scroll(5)
+    assert pane.top == 7  # 10 lines, 3 visible: the last page starts at line 7
+    pane._scroll(1)
+    assert (pane.top, pane.refreshes) == (7, 2)  # no redraw when nothing moves
+    pane._scroll(-20)
+    assert pane.top == 0

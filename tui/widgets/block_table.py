@@ -21,12 +21,13 @@ from textual.widget import Widget
 from engine.records import BlockState, SeqView
 from tui.messages import BlockClicked
 from tui.widgets import palette
+from tui.widgets.line_scroll import LineScroll
 from tui.widgets.safe import safe_text
 
 SEPARATOR = "│ "
 
 
-class BlockTable(Widget, can_focus=True):
+class BlockTable(LineScroll, Widget, can_focus=True):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
     BINDINGS = [
         Binding("up", "scroll_rows(-1)", "Up", show=False),
@@ -82,20 +83,8 @@ class BlockTable(Widget, can_focus=True):
     def action_scroll_rows(self, delta: int) -> None:
         self._scroll(delta)
 
-    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
-        event.stop()
-        self._scroll(1)
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        event.stop()
-        self._scroll(-1)
-
-    def _scroll(self, delta: int) -> None:
-        height = max(1, self.content_size.height)
-        top = max(0, min(self.top + delta, len(self._rows) - height))
-        if top != self.top:
-            self.top = top
-            self.refresh()
+    def _line_count(self) -> int:
+        return len(self._rows)
 
     # -- layout ---------------------------------------------------------------------------------
     def _layout(self) -> None:

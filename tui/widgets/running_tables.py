@@ -32,12 +32,13 @@ from textual.widget import Widget
 from engine.records import BlockState, SeqView, Slot
 from tui.messages import BlockClicked
 from tui.widgets import palette
+from tui.widgets.line_scroll import LineScroll
 from tui.widgets.safe import clip, safe_text
 
 LABEL_MAX = 12  # columns of a request id in the row label
 
 
-class RunningTables(Widget, can_focus=True):
+class RunningTables(LineScroll, Widget, can_focus=True):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
     BINDINGS = [
         Binding("up", "scroll_rows(-1)", "Up", show=False),
@@ -120,22 +121,8 @@ class RunningTables(Widget, can_focus=True):
     def action_scroll_page(self, delta: int) -> None:
         self._scroll(delta * max(1, self._visible_height() - 1))
 
-    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
-        event.stop()
-        self._scroll(1)
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        event.stop()
-        self._scroll(-1)
-
-    def _visible_height(self) -> int:
-        return max(1, self.content_size.height)
-
-    def _scroll(self, delta: int) -> None:
-        top = max(0, min(self.top + delta, self._starts[-1] - self._visible_height()))
-        if top != self.top:
-            self.top = top
-            self.refresh()
+    def _line_count(self) -> int:
+        return self._starts[-1]
 
     # -- layout ---------------------------------------------------------------------------------
     def _layout(self) -> None:

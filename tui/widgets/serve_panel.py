@@ -20,12 +20,12 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 
 from rich.segment import Segment
-from textual import events
 from textual.binding import Binding
 from textual.strip import Strip
 from textual.widget import Widget
 
 from engine.records import Outcome, StepRecord
+from tui.widgets.line_scroll import LineScroll
 from tui.widgets.safe import clip, safe_text
 
 MAX_WAITING = 1_000  # waiting requests listed; the rest are counted
@@ -35,7 +35,7 @@ Piece = tuple[str, str]  # (text, component class or "")
 Line = tuple[Piece, ...]
 
 
-class ServePanel(Widget, can_focus=True):
+class ServePanel(LineScroll, Widget, can_focus=True):
     COMPONENT_CLASSES = {
         "serve--title", "serve--dim", "serve--ok", "serve--warn", "serve--preempted",
         "serve--error",
@@ -79,20 +79,8 @@ class ServePanel(Widget, can_focus=True):
     def action_scroll_page(self, delta: int) -> None:
         self._scroll(delta * max(1, self.content_size.height - 1))
 
-    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
-        event.stop()
-        self._scroll(1)
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        event.stop()
-        self._scroll(-1)
-
-    def _scroll(self, delta: int) -> None:
-        height = max(1, self.content_size.height)
-        top = max(0, min(self.top + delta, len(self._lines) - height))
-        if top != self.top:
-            self.top = top
-            self.refresh()
+    def _line_count(self) -> int:
+        return len(self._lines)
 
     # -- drawing --------------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
