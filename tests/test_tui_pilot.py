@@ -327,9 +327,10 @@ async def test_trace_file_with_a_bad_line_replays_what_came_before(tmp_path):
         assert app.trace_error.startswith(f"{path}:4: ")
         app._goto(99)
         await wait_until(pilot, lambda: app.history.position == 2)
-        assert app.header.step_text == "step 3 / 3"
+        await wait_until(pilot, lambda: app.header.step_text == "step 3 / 3", timeout=30)
         await pilot.press("e")
-        assert isinstance(app.screen, ErrorScreen) and ":4:" in app.screen.message
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), timeout=30)
+        assert ":4:" in app.screen.message
 
 
 def test_run_inspector_fails_before_the_screen_on_a_missing_trace(tmp_path):
