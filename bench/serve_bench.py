@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iteration-time", type=float, default=None, help="simulated s per step")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
+    if not args.trace.exists():
+        print(f"skip: {args.trace} not present")
+        return 0
 
     from engine.vllm_v1 import EngineSettings, import_vllm
     from engine.vllm_v1_sched import DEFAULT_ITERATION_TIME_S, ServeSettings
