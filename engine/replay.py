@@ -145,17 +145,7 @@ class SequentialReplay:
         if removed != result.evicted_blocks:
             result = _replace(result, evicted_blocks=removed)
         b.take_cache_stats()
-        recent_q, recent_h = b.recent_counts
-        self.totals = metrics.add_request(
-            self.totals,
-            result,
-            queries=b.queries,
-            hits=b.hits,
-            recent_queries=recent_q,
-            recent_hits=recent_h,
-            preempted_queries=b.preempted_queries,
-            preempted_hits=b.preempted_hits,
-        )
+        self.totals = metrics.add_request(self.totals, result, **b.cache.totals_fields())
         delta: tuple = ()
         if self.detail:
             delta, evicted_ids = self._mirror.diff(touched, b.slots, set(fresh))

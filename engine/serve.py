@@ -453,12 +453,7 @@ class ServeReplay:
         self.totals = metrics.add_request(self.totals, result, **self._vllm_counts())
 
     def _vllm_counts(self) -> dict[str, int]:
-        c = self.backend.cache
-        recent_q, recent_h = self.backend.recent_counts
-        return dict(
-            queries=c.queries, hits=c.hits, recent_queries=recent_q, recent_hits=recent_h,
-            preempted_queries=c.preempted_queries, preempted_hits=c.preempted_hits,
-        )
+        return self.backend.cache.totals_fields()
 
     def _sync_counters(self) -> None:
         self.totals = replace(

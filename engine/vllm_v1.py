@@ -193,6 +193,36 @@ class Lookup:
     num_hit_tokens: int
 
 
+class CacheTally:
+    """vLLM's PrefixCacheStats summed over a run (tokens), plus vLLM's own CachingMetrics
+    window over the last 1,000 requests, as its logger reports it. Both backends use it."""
+
+    def __init__(self) -> None:
+        self.recent = vllm_symbols()["CachingMetrics"](max_recent_requests=1000)
+        self.requests = self.queries = self.hits = 0
+        self.preempted_requests = self.preempted_queries = self.preempted_hits = 0
+
+    def observe(self, stats: Any) -> None:
+        self.recent.observe(stats)
+        self.requests += stats.requests
+        self.queries += stats.queries
+        self.hits += stats.hits
+        self.preempted_requests += stats.preempted_requests
+        self.preempted_queries += stats.preempted_queries
+        self.preempted_hits += stats.preempted_hits
+
+    def totals_fields(self) -> dict[str, int]:
+        """The vLLM-sourced fields of engine.records.Totals."""
+        return dict(
+            queries=self.queries,
+            hits=self.hits,
+            recent_queries=self.recent.aggregated_query_total,
+            recent_hits=self.recent.aggregated_query_hit,
+            preempted_queries=self.preempted_queries,
+            preempted_hits=self.preempted_hits,
+        )
+
+
 class PoolReader:
     """Reads of vLLM's pool shared by both backends (the manager here, the scheduler's
     manager in engine.vllm_v1_sched); subclasses set ``manager``, ``_pool``, ``_blocks``
@@ -268,10 +298,7 @@ class V1Backend(PoolReader):
         self._pool = _Internals.block_pool(self.manager)
         self._blocks = _Internals.blocks(self._pool)
         self.null_block_id = _Internals.null_block_id(self._pool)
-        # vLLM's own sliding window over the last 1,000 requests, as its logger uses.
-        self.recent = v["CachingMetrics"](max_recent_requests=1000)
-        self.queries = self.hits = 0
-        self.preempted_queries = self.preempted_hits = 0
+        self.cache = CacheTally()
         self._sampling = v["SamplingParams"](max_tokens=1)
 
     # -- building requests ---------------------------------------------------------------
@@ -329,18 +356,9 @@ class V1Backend(PoolReader):
     def take_cache_stats(self):
         """Drain vLLM's PrefixCacheStats into the cumulative counters and the window."""
         stats = self.manager.make_prefix_cache_stats()
-        if stats is None:
-            return None
-        self.recent.observe(stats)
-        self.queries += stats.queries
-        self.hits += stats.hits
-        self.preempted_queries += stats.preempted_queries
-        self.preempted_hits += stats.preempted_hits
+        if stats is not None:
+            self.cache.observe(stats)
         return stats
-
-    @property
-    def recent_counts(self) -> tuple[int, int]:
-        return self.recent.aggregated_query_total, self.recent.aggregated_query_hit
 
     def free(self, request) -> None:
         self.manager.free(request)

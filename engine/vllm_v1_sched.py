@@ -58,6 +58,7 @@ from engine.records import KVEvent
 from engine.vllm_v1 import (
     TESTED_VLLM_VERSION,
     AdapterMismatch,
+    CacheTally,
     EngineSettings,
     PoolReader,
     _Internals,
@@ -135,7 +136,6 @@ def _import() -> dict[str, Any]:
         resolve_kv_cache_block_sizes,
     )
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
-    from vllm.v1.metrics.stats import CachingMetrics
     from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
     from vllm.v1.request import Request
     from vllm.v1.structured_output import StructuredOutputManager
@@ -181,7 +181,7 @@ def _import() -> dict[str, Any]:
         get_request_block_hasher=get_request_block_hasher, init_none_hash=init_none_hash,
         resolve_kv_cache_block_sizes=resolve_kv_cache_block_sizes,
         FullAttentionSpec=FullAttentionSpec, KVCacheConfig=KVCacheConfig,
-        KVCacheGroupSpec=KVCacheGroupSpec, CachingMetrics=CachingMetrics,
+        KVCacheGroupSpec=KVCacheGroupSpec,
         EMPTY_MODEL_RUNNER_OUTPUT=EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput=ModelRunnerOutput,
         Request=Request, StructuredOutputManager=StructuredOutputManager, Collector=_Collector,
     )
@@ -299,18 +299,6 @@ class ReqOutput:
     new_token_ids: tuple[int, ...]
     finish_reason: str | None
     num_cached_tokens: int | None  # prefill_stats.num_cached_tokens, when reported
-
-
-@dataclass(frozen=True, slots=True)
-class CacheCounts:
-    """vLLM's PrefixCacheStats (tokens), cumulative over the run."""
-
-    requests: int = 0
-    queries: int = 0
-    hits: int = 0
-    preempted_requests: int = 0
-    preempted_queries: int = 0
-    preempted_hits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,8 +470,7 @@ class SchedBackend(PoolReader):
         # batch queue of (scheduled, plain), newest first, as step_with_batch_queue keeps it
         self._queue: deque[tuple[Any, Any, Scheduled]] = deque()
         self._admitted_before: set[str] = set()
-        self.cache = CacheCounts()
-        self.recent = v["CachingMetrics"](max_recent_requests=1000)
+        self.cache = CacheTally()
 
     # -- requests ---------------------------------------------------------------------------
     def new_request(self, seq_id: str, prompt_token_ids, max_tokens: int, arrival_time: float):
@@ -603,21 +590,9 @@ class SchedBackend(PoolReader):
                 ))
             stats = eco.scheduler_stats
             if stats is not None and stats.prefix_cache_stats is not None:
-                self._observe(stats.prefix_cache_stats)
+                self.cache.observe(stats.prefix_cache_stats)
         return tuple(outs)
 
-    def _observe(self, s: Any) -> None:
-        c = self.cache
-        self.cache = CacheCounts(
-            c.requests + s.requests, c.queries + s.queries, c.hits + s.hits,
-            c.preempted_requests + s.preempted_requests,
-            c.preempted_queries + s.preempted_queries, c.preempted_hits + s.preempted_hits,
-        )
-        self.recent.observe(s)
-
-    @property
-    def recent_counts(self) -> tuple[int, int]:
-        return self.recent.aggregated_query_total, self.recent.aggregated_query_hit
 
     def take_removed_count(self) -> int:
         """Drain the KV events, counting only evicted hashes (headless fast path)."""
