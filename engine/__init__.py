@@ -1,5 +1,6 @@
-"""prefix-tui's engine: trace reading, the vLLM adapter, step records and metrics.
+"""prefix-tui's engine: settings, step records and metrics (plain data), trace reading, the
+replays, and the backend registry with vLLM's adapter beneath it.
 
-Nothing here imports textual or rich (tests/test_layering.py enforces it), and nothing
-here imports vLLM at module import time: only engine.vllm_v1 touches vLLM, lazily.
+Nothing here imports textual or rich, and only engine.backends.vllm_v1 imports vLLM, lazily
+(import-linter contracts in pyproject.toml, checked by `make test`).
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.metrics import totals_dict
-from engine.records import RequestResult, Totals
+from engine.model import RequestResult, Totals
 
 SCHEMA_VERSION = 1
 

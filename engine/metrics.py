@@ -1,5 +1,5 @@
-"""Metrics, defined once. Pure functions over engine.records.Totals (no vLLM here: the raw
-hit/query counts in Totals are vLLM's own PrefixCacheStats, summed by the adapter).
+"""Every figure prefix-tui shows, defined and computed once, as numbers. The report, the
+JSON export, compare and the TUI format these; none computes a figure of its own.
 
 - sharing fraction  = blocks reused / total blocks, where total blocks is the sum over
   served requests of ceil(prompt_tokens / block_size) and reused blocks are vLLM's
@@ -7,11 +7,16 @@ hit/query counts in Totals are vLLM's own PrefixCacheStats, summed by the adapte
 - average per-request sharing fraction = mean over served requests of hit / prompt blocks.
 - hit rate = vLLM's hits / queries in tokens (PrefixCacheStats), cumulative, and over the
   last 1,000 requests exactly as vLLM's CachingMetrics window computes it.
+
+The raw hit/query counts in Totals are vLLM's own PrefixCacheStats, summed by the adapter.
 """
 
 from __future__ import annotations
 
-from engine.records import RequestResult, Totals, Outcome
+from dataclasses import dataclass
+from enum import Enum
+
+from engine.model import Outcome, RequestResult, ServeSummary, Totals
 
 
 def ratio(num: float, den: float) -> float:
@@ -38,9 +43,17 @@ def recent_hit_rate(t: Totals) -> float:
     return ratio(t.recent_hits, t.recent_queries)
 
 
+def preempted_hit_rate(t: Totals) -> float:
+    return ratio(t.preempted_hits, t.preempted_queries)
+
+
+def peak_kv_usage(s: ServeSummary) -> float:
+    return ratio(s.peak_kv_blocks, s.usable_blocks)
+
+
 def add_request(t: Totals, r: RequestResult, **vllm_counts: int) -> Totals:
     """Totals after one more request; ``vllm_counts`` are the adapter's cumulative counters."""
-    fitted = r.outcome in (Outcome.OK, Outcome.TRUNCATED)
+    fitted = r.outcome.served
     return Totals(
         requests=t.requests + 1,
         tokens=t.tokens + (r.prompt_tokens if fitted else 0),
@@ -54,6 +67,76 @@ def add_request(t: Totals, r: RequestResult, **vllm_counts: int) -> Totals:
         preemptions=t.preemptions,
         **vllm_counts,
     )
+
+
+# -- figures, for every view --------------------------------------------------------------------
+class Unit(Enum):
+    COUNT = "count"
+    RATIO = "ratio"  # shown as a percentage
+    SECONDS = "seconds"
+    TEXT = "text"  # a setting, not a figure (never divided)
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    section: str
+    key: str  # stable name (JSON, compare)
+    label: str
+    value: float | int | str
+    unit: Unit
+    second: int | None = None  # COUNT: shown as "value / second" (hits / queries)
+    share: float | None = None  # COUNT: a ratio shown beside it, e.g. of the pool
+
+
+SEC_REQUESTS = "Request statistics"
+SEC_REUSE = "Block reuse statistics"
+SEC_HITS = "Cache hit rate (vLLM PrefixCacheStats)"
+SEC_SERVE = "Serve mode (vLLM Scheduler)"
+
+
+def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
+    """The report's figures, in order; compare lines them up by ``key``."""
+    C, R = Unit.COUNT, Unit.RATIO
+    out = [
+        Figure(SEC_REQUESTS, "requests", "Total requests", t.requests, C),
+        Figure(SEC_REQUESTS, "tokens", "Total tokens (prompt)", t.tokens, C),
+        Figure(SEC_REQUESTS, "blocks", "Total blocks (prompt)", t.blocks, C),
+        Figure(SEC_REQUESTS, "not_fitted", "Requests not fitted", t.not_fitted, C),
+        Figure(SEC_REUSE, "blocks_reused", "Blocks reused (prefix-cache hits)", t.blocks_reused, C),
+        Figure(SEC_REUSE, "blocks_new", "Blocks newly allocated", t.blocks_new, C),
+        Figure(SEC_REUSE, "sharing_fraction", "Overall sharing fraction", sharing_fraction(t), R),
+        Figure(SEC_REUSE, "avg_sharing_fraction", "Average per-request sharing fraction",
+               avg_sharing_fraction(t), R),
+        Figure(SEC_REUSE, "evictions", "Evictions (cached blocks)", t.evictions, C),
+        Figure(SEC_HITS, "hit_rate", "Hit rate, cumulative", hit_rate(t), R),
+        Figure(SEC_HITS, "recent_hit_rate", "Hit rate, last 1,000 requests", recent_hit_rate(t), R),
+        Figure(SEC_HITS, "hit_tokens", "Hit tokens / queried tokens", t.hits, C, second=t.queries),
+    ]
+    if t.preemptions or t.preempted_queries:
+        out.append(Figure(SEC_HITS, "preempted_hit_tokens", "Preempted: hit / queried tokens",
+                          t.preempted_hits, C, second=t.preempted_queries))
+    if serve is not None:
+        i = serve.info
+        chunked = "on" if i.enable_chunked_prefill else "off"
+        out += [
+            Figure(SEC_SERVE, "scheduler", "Scheduler",
+                   f"{i.scheduler} (chunked prefill {chunked})", Unit.TEXT),
+            Figure(SEC_SERVE, "batch_limits", "max_num_seqs / max_num_batched_tokens",
+                   f"{i.max_num_seqs:,} / {i.max_num_batched_tokens:,}", Unit.TEXT),
+            Figure(SEC_SERVE, "finished", "Requests finished / rejected", serve.finished, C,
+                   second=serve.rejected),
+            Figure(SEC_SERVE, "iterations", "Scheduler iterations (simulated)",
+                   serve.iterations, C),
+            Figure(SEC_SERVE, "simulated_time_s", "Simulated time", serve.simulated_time_s,
+                   Unit.SECONDS),
+            Figure(SEC_SERVE, "iteration_time_s", "Simulated time per iteration",
+                   i.iteration_time_s, Unit.SECONDS),
+            Figure(SEC_SERVE, "preemptions", "Preemptions", t.preemptions, C),
+            Figure(SEC_SERVE, "peak_kv_blocks", "Peak KV usage (blocks)", serve.peak_kv_blocks,
+                   C, share=peak_kv_usage(serve)),
+            Figure(SEC_SERVE, "output_tokens", "Output tokens", serve.output_tokens, C),
+        ]
+    return out
 
 
 def totals_dict(t: Totals) -> dict:
@@ -76,4 +159,39 @@ def totals_dict(t: Totals) -> dict:
         "preemptions": t.preemptions,
         "preempted_hit_tokens": t.preempted_hits,
         "preempted_query_tokens": t.preempted_queries,
+    }
+
+
+def serve_dict(s: ServeSummary, t: Totals) -> dict:
+    """The ``status.serve`` object of the --json export (keys as before the reshape)."""
+    i = s.info
+    return {
+        "mode": "serve",
+        "scheduler": i.scheduler,
+        "async_scheduling": i.async_scheduling,
+        "max_num_seqs": i.max_num_seqs,
+        "max_num_batched_tokens": i.max_num_batched_tokens,
+        "enable_chunked_prefill": i.enable_chunked_prefill,
+        "max_model_len": i.max_model_len,
+        "model_runner": i.model_runner,
+        "iteration_time_s": i.iteration_time_s,
+        "requests": s.submitted + s.rejected,
+        "submitted": s.submitted,
+        "finished": s.finished,
+        "rejected": s.rejected,
+        "iterations": s.iterations,
+        "model_iterations": s.model_iterations,
+        "simulated_time_s": s.simulated_time_s,
+        "hit_rate": hit_rate(t),
+        "hit_tokens": t.hits,
+        "query_tokens": t.queries,
+        "preemptions": t.preemptions,
+        "resumed_lookups": s.resumed_lookups,
+        "preempted_hit_tokens": t.preempted_hits,
+        "preempted_query_tokens": t.preempted_queries,
+        "peak_kv_blocks": s.peak_kv_blocks,
+        "peak_kv_usage": peak_kv_usage(s),
+        "output_tokens": s.output_tokens,
+        "evictions": t.evictions,
+        "cached_token_mismatches": s.cached_token_mismatches,
     }

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.trace_types import TraceRequest
+from engine.model import TraceRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

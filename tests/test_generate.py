@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserError
-from engine.generate import add_gen_arguments, generate, load_sharegpt, run_gen, write_jsonl
-from engine.trace import read_trace
+from engine.trace.generate import add_gen_arguments, generate, load_sharegpt, run_gen, write_jsonl
+from engine.trace.reader import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAREGPT = ROOT.parent / "shared" / "data" / "sharegpt" / "sharegpt_v3_first1000.jsonl"

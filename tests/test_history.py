@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import random
 
-from engine.history import History
-from engine.records import SlotStatus, slot_status
-from engine.replay import SequentialReplay
-from engine.vllm_v1 import EngineSettings, V1Backend
+from engine.replay.history import History
+from engine.model import SlotStatus, slot_status
+from engine.replay.sequential import SequentialReplay
+from engine.backends.vllm_v1.manager import V1Manager
+from engine.settings import EngineSettings
 from tests.conftest import req
 
 
@@ -23,7 +24,7 @@ def _trace(n: int, seed: int = 1):
 
 
 def test_history_matches_vllm_pool_at_every_step_forward_back_and_seek():
-    backend = V1Backend(EngineSettings(block_size=4, num_blocks=24))
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=24))
     history = History(24, checkpoint_every=7)
     scans = []
     for record in SequentialReplay(backend, _trace(60)):
@@ -54,6 +55,6 @@ def test_history_matches_vllm_pool_at_every_step_forward_back_and_seek():
 
 
 def test_record_free_head_is_vllms_free_queue_order():
-    backend = V1Backend(EngineSettings(block_size=4, num_blocks=12))
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=12))
     for record in SequentialReplay(backend, _trace(20, seed=5)):
         assert list(record.free_head) == backend.free_queue(64)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.records import BlockState, Outcome
-from engine.replay import SequentialReplay
-from engine.vllm_v1 import EngineSettings, V1Backend
+from engine.model import BlockState, Outcome
+from engine.replay.sequential import SequentialReplay
+from engine.backends.vllm_v1.manager import V1Manager
+from engine.settings import EngineSettings
 from tests.conftest import req
 
 H, S, N, E, P, R = (BlockState.HIT_FREE, BlockState.HIT_SHARED, BlockState.NEW,
@@ -16,7 +17,7 @@ H, S, N, E, P, R = (BlockState.HIT_FREE, BlockState.HIT_SHARED, BlockState.NEW,
 
 
 def replay(requests, **settings):
-    backend = V1Backend(EngineSettings(block_size=4, **settings))
+    backend = V1Manager(EngineSettings(block_size=4, **settings))
     return backend, list(SequentialReplay(backend, requests))
 
 
@@ -121,17 +122,16 @@ def test_output_blocks_are_cached_and_hit_by_the_next_turn():
 def test_block_chunked_decode_matches_token_by_token(out_len):
     """The replay feeds decode one block per allocate_slots call; vLLM driven one token
     per call must leave the same block table, hashes and free queue."""
-    from engine.vllm_v1 import import_vllm, vllm_symbols
+    from engine.backends.vllm_v1.imports import V, import_vllm
 
     import_vllm()
     prompt = list(range(7))
     out = list(range(500, 500 + out_len))
     backend, recs = replay([req(0, prompt, output=out), req(1, range(300, 305))], num_blocks=12)
 
-    v = vllm_symbols()
-    plain = V1Backend(EngineSettings(block_size=4, num_blocks=12))
+    plain = V1Manager(EngineSettings(block_size=4, num_blocks=12))
     m = plain.manager
-    r = v["Request"]("0", prompt, v["SamplingParams"](max_tokens=out_len), None,
+    r = V.Request("0", prompt, V.SamplingParams(max_tokens=out_len), None,
                      block_hasher=plain._block_hasher)
     blocks, hits, _ = m.get_computed_blocks(r)
     m.allocate_slots(r, len(prompt) - hits, hits, blocks)

@@ -12,10 +12,12 @@ import itertools
 import pytest
 
 from engine import metrics
-from engine.generate import generate, write_jsonl
-from engine.replay import SequentialReplay, synth_output_tokens
-from engine.trace import TraceReader
-from engine.vllm_v1 import EngineSettings, V1Backend
+from engine.trace.generate import generate, write_jsonl
+from engine.replay.common import synth_output_tokens
+from engine.replay.sequential import SequentialReplay
+from engine.trace.reader import TraceReader
+from engine.backends.vllm_v1.manager import V1Manager
+from engine.settings import EngineSettings
 from tests.conftest import shared
 
 
@@ -66,7 +68,7 @@ def test_per_request_hits_equal_plain_vllm_on_sharegpt(tmp_path, kind):
     requests = list(TraceReader(path))
     # A pool small enough to evict, so the comparison covers eviction order too.
     settings = EngineSettings(block_size=16, num_blocks=400)
-    recs = list(SequentialReplay(V1Backend(settings), requests, detail=False))
+    recs = list(SequentialReplay(V1Manager(settings), requests, detail=False))
     ours = [r.request.hit_tokens for r in recs]
     assert ours == plain_vllm_hits(requests, 16, 400)
     assert sum(ours) > 0 or kind == "single-turn"
@@ -75,7 +77,7 @@ def test_per_request_hits_equal_plain_vllm_on_sharegpt(tmp_path, kind):
 
 
 def _sharing(path, num_blocks=10000):
-    recs = SequentialReplay(V1Backend(EngineSettings(num_blocks=num_blocks)),
+    recs = SequentialReplay(V1Manager(EngineSettings(num_blocks=num_blocks)),
                             TraceReader(path), detail=False)
     last = None
     for last in recs:
@@ -96,7 +98,7 @@ def test_mooncake_synthetic_hit_rate_matches_vllm():
     # vLLM driven plainly on this trace (block 16, a pool that never evicts) gives a token
     # hit rate of 65.12 %.
     path = shared("mooncake", "synthetic_trace.jsonl")
-    backend = V1Backend(EngineSettings(block_size=16, num_blocks=4_000_000))
+    backend = V1Manager(EngineSettings(block_size=16, num_blocks=4_000_000))
     last = None
     for last in SequentialReplay(backend, TraceReader(path), detail=False):
         pass
@@ -109,5 +111,5 @@ def test_mooncake_conversation_first_requests_equal_plain_vllm():
     path = shared("mooncake", "conversation_trace.jsonl")
     requests = list(itertools.islice(TraceReader(path), 300))
     settings = EngineSettings(block_size=16, num_blocks=20000)
-    recs = list(SequentialReplay(V1Backend(settings), requests, detail=False))
+    recs = list(SequentialReplay(V1Manager(settings), requests, detail=False))
     assert [r.request.hit_tokens for r in recs] == plain_vllm_hits(requests, 16, 20000)

@@ -13,36 +13,40 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.history import History
-from engine.records import BlockState, Outcome
-from engine.replay import SequentialReplay, synth_output_tokens
-from engine.serve import (
-    SchedBackend,
-    ServeReplay,
-    ServeSettings,
-    check_sched_internals,
-    next_arrival,
-    next_finish,
-    prev_arrival,
-    serve_settings_from_args,
-)
-from engine.session import add_engine_arguments
-from engine.vllm_v1 import AdapterMismatch, EngineSettings, V1Backend
-from engine.vllm_v1_sched import ensure_sched_internals
+from engine.replay.history import History
+from engine.model import BlockState, Outcome
+from engine.replay.common import synth_output_tokens
+from engine.replay.sequential import SequentialReplay
+from engine.backends.vllm_v1.imports import V
+from engine.backends.vllm_v1.internals import AdapterMismatch, check_scheduler, ensure
+from engine.backends.vllm_v1.manager import V1Manager
+from engine.backends.vllm_v1.scheduler import V1Scheduler
+from engine.backends.vllm_v1.serve_config import import_scheduler
+from engine.options import add_engine_arguments, serve_settings_from_args
+from engine.replay.serve import ServeReplay
+from engine.replay.steps import next_arrival, next_finish, prev_arrival
+from engine.settings import EngineSettings, ServeSettings
 from tests.conftest import req
 
 BS = 16
+
+
+def check_sched_internals(sched) -> list[str]:
+    """The adapter's scheduler check, with the probes it makes at start-up."""
+    s = import_scheduler()
+    probe = V.Request("probe", [1], V.SamplingParams(max_tokens=1), None)
+    return check_scheduler(sched, probe, s.ModelRunnerOutput)
 MODES = pytest.mark.parametrize("async_sched", [False, True], ids=["sync", "async"])
 
 
-def backend(num_blocks: int = 64, *, async_sched: bool | None = None, **serve) -> SchedBackend:
-    return SchedBackend(
+def backend(num_blocks: int = 64, *, async_sched: bool | None = None, **serve) -> V1Scheduler:
+    return V1Scheduler(
         EngineSettings(block_size=BS, num_blocks=num_blocks),
         ServeSettings(async_scheduling=async_sched, **serve),
     )
 
 
-def run(b: SchedBackend, requests, **kw):
+def run(b: V1Scheduler, requests, **kw):
     replay = ServeReplay(b, requests, verify_pool=True, **kw)
     records = list(replay)
     assert [r.error for r in records if r.error] == []
@@ -74,7 +78,7 @@ def test_a_moved_scheduler_attribute_is_reported_with_the_version():
     problems = check_sched_internals(broken)
     assert problems and any("waiting" in p or "requests" in p for p in problems)
     with pytest.raises(AdapterMismatch, match=r"vLLM 9\.9\.9"):
-        ensure_sched_internals(broken, "9.9.9")
+        ensure(problems, "scheduler", "9.9.9", "0.33.0")
 
 
 def test_flags_reach_vllm():
@@ -85,10 +89,10 @@ def test_flags_reach_vllm():
         "--no-enable-chunked-prefill", "--no-async-scheduling",
     ])
     serve = serve_settings_from_args(args)
-    b = SchedBackend(EngineSettings(block_size=BS, num_blocks=64, max_model_len=64), serve)
-    d = b.describe()
-    assert (d["scheduler"], d["max_num_seqs"], d["max_num_batched_tokens"]) == ("Scheduler", 3, 64)
-    assert d["enable_chunked_prefill"] is False
+    b = V1Scheduler(EngineSettings(block_size=BS, num_blocks=64, max_model_len=64), serve)
+    d = b.info()
+    assert (d.scheduler, d.max_num_seqs, d.max_num_batched_tokens) == ("Scheduler", 3, 64)
+    assert d.enable_chunked_prefill is False
     defaults = serve_settings_from_args(parser.parse_args([]))
     assert defaults == ServeSettings()
 
@@ -97,17 +101,17 @@ def test_flags_reach_vllm():
 @MODES
 def test_one_request_at_a_time_hits_as_sequential(async_sched):
     reqs = chat_trace()
-    seq = [r.request for r in SequentialReplay(V1Backend(EngineSettings(block_size=BS, num_blocks=64)), reqs)]
+    seq = [r.request for r in SequentialReplay(V1Manager(EngineSettings(block_size=BS, num_blocks=64)), reqs)]
     replay, records = run(backend(64, async_sched=async_sched), reqs)
     admitted = [r for rec in records for r in rec.admitted]
     assert [r.hit_tokens for r in admitted] == [r.hit_tokens for r in seq]
     assert [r.hit_blocks for r in admitted] == [r.hit_blocks for r in seq]
     assert sum(r.hit_tokens for r in seq) > 0
-    s = replay.serve_summary()
-    assert s["preemptions"] == 0 and s["finished"] == len(reqs)
+    s = replay.summary()
+    assert records[-1].totals.preemptions == 0 and s.finished == len(reqs)
     assert records[-1].totals.hits == sum(r.hit_tokens for r in seq)
     # far-apart arrivals: the clock jumped to each one
-    assert [rec.clock for rec in records if rec.extra["arrived"]] == [r.arrival_time for r in reqs]
+    assert [rec.clock for rec in records if rec.serve.arrived] == [r.arrival_time for r in reqs]
 
 
 # -- concurrency -------------------------------------------------------------------------------
@@ -123,7 +127,7 @@ def test_shared_prefix_blocks_have_ref_count_two_while_both_run(async_sched):
     for rec in replay:
         history.append(rec)
         history.seek(rec.index)
-        if {"0", "1"} <= set(rec.running):
+        if {"0", "1"} <= set(rec.serve.running):
             views = {s.seq_id: s for s in rec.seqs}
             shared = views["0"].block_ids[:3]
             assert views["1"].block_ids[:3] == shared
@@ -149,26 +153,26 @@ def test_small_pool_preempts_and_every_request_still_finishes(async_sched):
     reqs = [req(i, list(range(1000 * i, 1000 * i + 40)), output=range(7000 + 100 * i, 7000 + 100 * i + 40),
                 arrival=0.0) for i in range(6)]
     replay, records = run(backend(20, async_sched=async_sched), reqs)
-    preempting = [r for r in records if r.preempted]
+    preempting = [r for r in records if r.serve.preempted]
     assert preempting and records[-1].totals.preemptions == replay.preemptions > 0
     for rec in preempting:
-        assert not set(rec.preempted) & set(rec.running)
-        assert set(rec.preempted) <= set(rec.waiting)
-    assert any(rec.extra["resumed"] for rec in records)
+        assert not set(rec.serve.preempted) & set(rec.serve.running)
+        assert set(rec.serve.preempted) <= set(rec.serve.waiting)
+    assert any(rec.serve.resumed for rec in records)
     assert replay.backend.cache.preempted_requests > 0  # vLLM counted the re-lookups apart
     assert len(replay.results) == len(reqs)
     for r in replay.results.values():
         assert r.outcome is Outcome.OK and r.output_tokens == 40
-    assert records[-1].extra["used_blocks"] == 0 and not replay.backend.has_work()
+    assert records[-1].serve.used_blocks == 0 and not replay.backend.has_work()
     # measured after each schedule() and update: the pool ran (nearly) full
-    assert 15 <= replay.serve_summary()["peak_kv_blocks"] <= 19
+    assert 15 <= replay.summary().peak_kv_blocks <= 19
 
 
 @MODES
 def test_chunked_prefill_samples_nothing_mid_prompt(async_sched):
     reqs = [req(0, list(range(200)), output_len=5, arrival=0.0)]
     replay, records = run(backend(64, async_sched=async_sched, max_num_batched_tokens=64), reqs)
-    chunks = [r.extra["scheduled_tokens"] for r in records]
+    chunks = [r.serve.scheduled_tokens for r in records]
     assert chunks[:4] == [64, 64, 64, 8]  # 200 tokens in chunks of the token budget
     assert replay.results["0"].output_tokens == 5
     assert replay.cached_tokens == {"0": 0}
@@ -179,7 +183,7 @@ def test_too_long_requests_are_rejected_not_run():
     replay, records = run(backend(5, async_sched=False), reqs)  # 4 usable blocks: 64 tokens
     assert replay.results["0"].outcome is Outcome.TOO_LONG
     assert replay.results["1"].outcome is Outcome.OK
-    assert records[0].admitted[0].outcome is Outcome.TOO_LONG and records[0].extra["arrived"] == ()
+    assert records[0].admitted[0].outcome is Outcome.TOO_LONG and records[0].serve.arrived == ()
     assert records[-1].totals.not_fitted == 1
 
 
@@ -248,7 +252,7 @@ def test_next_arrival_and_finish():
     reqs = [req(0, list(range(20)), output_len=3, arrival=0.0),
             req(1, list(range(50, 70)), output_len=3, arrival=0.5)]
     _, records = run(backend(64, async_sched=False), reqs)
-    arrivals = [i for i, r in enumerate(records) if r.extra["arrived"]]
+    arrivals = [i for i, r in enumerate(records) if r.serve.arrived]
     finishes = [i for i, r in enumerate(records) if r.finished]
     assert len(arrivals) == 2 and len(finishes) == 2
     assert next_arrival(records, -1) == arrivals[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserError
-from engine.tokenize import load_tokenizer, messages_text, render_messages, render_reply
+from engine.trace.tokenize import load_tokenizer, messages_text, render_messages, render_reply
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_local_hf_tokenizer_directory(tmp_path, tok):
     # Build a transformers-loadable directory from the same GPT-2 files.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from engine.tokenize import _gpt2_files
+    from engine.trace.tokenize import _gpt2_files
 
     hf = Tokenizer(models.BPE.from_file(*_gpt2_files()))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -91,7 +91,7 @@ def test_local_hf_tokenizer_directory(tmp_path, tok):
 
 def test_engine_imports_nothing_heavy():
     code = (
-        "import sys, engine.tokenize, engine.trace, engine.mooncake, engine.generate\n"
+        "import sys, engine.trace.tokenize, engine.trace.reader, engine.trace.mooncake, engine.trace.generate\n"
         "heavy = {'tokenizers', 'transformers', 'torch', 'vllm', 'textual', 'rich'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import engine.trace
+import engine.trace.reader
 from engine.errors import TraceError
-from engine.mooncake import synthesize_tokens
-from engine.trace import TraceReader, read_trace
+from engine.trace.mooncake import synthesize_tokens
+from engine.trace.reader import TraceReader, read_trace
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GOOD = b'{"prompt_token_ids": [1, 2, 3]}\n'
@@ -191,19 +191,19 @@ def test_native_fields_hand_worked(tmp_path):
 def test_long_display_text_is_cut(tmp_path):
     p = write(tmp_path, '{"prompt": "' + "word " * 999 + 'word"}\n')
     (r,) = read_trace(p)
-    assert len(r.text) == engine.trace.TEXT_LIMIT and r.text.endswith("…")
+    assert len(r.text) == engine.trace.reader.TEXT_LIMIT and r.text.endswith("…")
     assert r.num_prompt_tokens == 1000
 
 
 def test_tokenizer_loaded_only_for_text_and_by_name(tmp_path, monkeypatch):
     asked = []
-    real = engine.trace.load_tokenizer
+    real = engine.trace.reader.load_tokenizer
 
     def fake_load(name):
         asked.append(name)
         return real(None)
 
-    monkeypatch.setattr(engine.trace, "load_tokenizer", fake_load)
+    monkeypatch.setattr(engine.trace.reader, "load_tokenizer", fake_load)
     p = write(tmp_path, GOOD + b'{"prompt_token_ids": [9]}\n')
     assert len(list(read_trace(p, tokenizer_name="my-tok"))) == 2
     assert asked == []

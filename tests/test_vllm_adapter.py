@@ -1,19 +1,19 @@
 """The adapter's reads of vLLM internals, checked against vLLM itself. If a vLLM upgrade
-moves any of them, these fail loudly (and check_internals names the version at start-up)."""
+moves any of them, these fail loudly (and check_manager names the version at start-up)."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.vllm_v1 import (
-    TESTED_VLLM_VERSION,
-    AdapterMismatch,
-    EngineSettings,
-    V1Backend,
-    check_internals,
-    import_vllm,
-)
+from engine.backends.vllm_v1 import events as adapter_events
+from engine.backends.vllm_v1 import manager as manager_mod
+from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
+from engine.backends.vllm_v1.internals import AdapterMismatch
+from engine.backends.vllm_v1.internals import check_manager as check_internals
+from engine.backends.vllm_v1.manager import V1Manager
 from engine.errors import UserError
+from engine.model import EventKind, Slot
+from engine.settings import EngineSettings
 
 
 def test_installed_vllm_is_the_tested_release():
@@ -21,25 +21,28 @@ def test_installed_vllm_is_the_tested_release():
 
 
 def test_internals_present_on_a_live_manager():
-    backend = V1Backend(EngineSettings(block_size=4, num_blocks=10))
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=10))
     assert check_internals(backend.manager) == []
     # The null block is vLLM's block 0 and never enters the free queue.
     assert backend.null_block_id == 0
     assert backend.free_queue() == list(range(1, 10))
     assert backend.num_free_blocks() == 9
-    assert backend.scan_pool() == [(0, None)] * 10
+    assert backend.scan_pool() == [Slot(0, None)] * 10
 
 
 def test_slot_hash_is_the_hash_vllm_puts_in_its_events():
-    backend = V1Backend(EngineSettings(block_size=4, num_blocks=10))
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=10))
     r = backend.new_request("x", list(range(8)), 0.0)
     lookup = backend.lookup(r)
     backend.allocate(r, 8, lookup)
     events = backend.take_events()
     stored = [h for e in events if e.kind == "stored" for h in e.block_hashes]
-    ids = backend.block_ids("x")
-    assert [backend.slot(b)[1] for b in ids] == stored == list(r.block_hashes)
-    assert [backend.slot(b)[0] for b in ids] == [1, 1]
+    ids = backend.block_tables("x")[0]
+    assert [backend.slot(b).block_hash for b in ids] == stored == list(r.block_hashes)
+    assert [backend.slot(b).ref_cnt for b in ids] == [1, 1]
+    # vLLM keys its cache by hash + group id; the adapter keeps them apart.
+    assert [backend.slot(b).group for b in ids] == [0, 0]
+    assert all(e.group == 0 for e in events if e.kind is EventKind.STORED)
 
 
 def test_a_moved_attribute_is_reported_not_misread():
@@ -51,11 +54,9 @@ def test_a_moved_attribute_is_reported_not_misread():
 
 
 def test_mismatch_error_names_the_version(monkeypatch):
-    import engine.vllm_v1 as adapter
-
-    monkeypatch.setattr(adapter, "check_internals", lambda m: ["KVCacheBlock.ref_cnt moved"])
-    with pytest.raises(AdapterMismatch, match=r"vLLM 0\.33\.0 differs.*ref_cnt moved"):
-        V1Backend(EngineSettings(block_size=4, num_blocks=10))
+    monkeypatch.setattr(manager_mod, "check_manager", lambda m: ["KVCacheBlock.ref_cnt moved"])
+    with pytest.raises(AdapterMismatch, match=r"vLLM 0\.33\.0's KV-cache manager differs.*ref_cnt moved"):
+        V1Manager(EngineSettings(block_size=4, num_blocks=10))
 
 
 @pytest.mark.parametrize(
@@ -75,6 +76,17 @@ def test_bad_settings_are_one_line_user_errors(kw, msg):
 @pytest.mark.parametrize("algo", ["sha256", "sha256_cbor", "xxhash", "xxhash_cbor"])
 def test_every_hash_algo_hashes_synthesized_large_token_ids(algo):
     # Mooncake and synthesized output tokens lie far above any vocabulary.
-    backend = V1Backend(EngineSettings(block_size=4, num_blocks=10, hash_algo=algo))
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=10, hash_algo=algo))
     r = backend.new_request("x", [1 << 40, (1 << 40) + 1, 3, 4, 5], 0.0)
     assert len(r.block_hashes) == 1
+
+
+def test_an_unknown_vllm_event_class_fails_loudly():
+    """A new KV event class must not be silently counted as something else."""
+    import_vllm()
+
+    class BlockMoved(V.BlockRemoved.__mro__[1]):  # a KVCacheEvent vLLM might add
+        pass
+
+    with pytest.raises(AdapterMismatch, match="BlockMoved"):
+        adapter_events.convert([BlockMoved()])

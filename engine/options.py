@@ -1,10 +1,17 @@
-"""Command-line settings shared by the inspector, the headless report and compare."""
+"""Command-line settings shared by the inspector, the headless report and compare, and the
+backend they select (engine.backends' registry)."""
 
 from __future__ import annotations
 
 import argparse
 
-from engine.vllm_v1 import DEFAULT_HASH_ALGO, HASH_ALGOS, EngineSettings
+from engine.backends import MODES, BackendEntry, BuildOptions, lookup
+from engine.settings import (
+    DEFAULT_HASH_ALGO,
+    HASH_ALGOS,
+    EngineSettings,
+    ServeSettings,
+)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +44,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     m = parser.add_argument_group("replay mode")
     m.add_argument(
-        "--mode", choices=("sequential", "serve"), default="sequential",
+        "--mode", choices=MODES, default="sequential",
         help="sequential: one request at a time (default); serve: vLLM's real Scheduler",
     )
     m.add_argument("--max-num-seqs", type=int, default=None, help="serve: vLLM's max_num_seqs")
@@ -74,6 +81,30 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
     return settings
 
 
+def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """ServeSettings from the serve flags (--max-num-seqs, ...)."""
+    iteration = getattr(args, "serve_iteration_time", None)
+    settings = ServeSettings(
+        max_num_seqs=getattr(args, "max_num_seqs", None),
+        max_num_batched_tokens=getattr(args, "max_num_batched_tokens", None),
+        enable_chunked_prefill=getattr(args, "enable_chunked_prefill", None),
+        async_scheduling=getattr(args, "async_scheduling", None),
+        **({"iteration_time_s": iteration} if iteration is not None else {}),
+    )
+    settings.validate()
+    return settings
+
+
+def backend_from_args(args: argparse.Namespace, mode: str | None = None
+                      ) -> tuple[BackendEntry, BuildOptions]:
+    """The registry entry the flags select and what to build it with (validated: a bad
+    flag is one line before vLLM loads)."""
+    entry = lookup("v1", mode or getattr(args, "mode", None) or "sequential")
+    serve = serve_settings_from_args(args) if entry.uses_scheduler else None
+    options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False))
+    return entry, options
+
+
 def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:
     return {
         "vllm_version": vllm_version,
@@ -84,25 +115,3 @@ def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:
         "prefix_caching_hash_algo": settings.hash_algo,
         **extra,
     }
-
-
-def make_replay(args: argparse.Namespace, settings: EngineSettings, requests, *, mode: str,
-                detail: bool, cancel=None):
-    """Build the replay for a mode (imports vLLM: slow). Returns (replay, vLLM version)."""
-    if mode == "serve":
-        try:
-            from engine.serve import ServeReplay, serve_settings_from_args
-        except ImportError as exc:  # pragma: no cover - serve mode ships in its own change
-            from engine.errors import UserError
-
-            raise UserError(f"serve mode is not available: {exc}") from None
-        from engine.vllm_v1_sched import SchedBackend
-
-        backend = SchedBackend(settings, serve_settings_from_args(args), verbose=args.verbose)
-        replay = ServeReplay(backend, requests, detail=detail, cancel=cancel)
-        return replay, backend.version
-    from engine.replay import SequentialReplay
-    from engine.vllm_v1 import V1Backend
-
-    backend = V1Backend(settings, verbose=args.verbose)
-    return SequentialReplay(backend, requests, detail=detail, cancel=cancel), backend.version

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from engine.trace_types import TraceRequest
+from engine.model import TraceRequest
 
 FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
 MAX_TOKEN_ID = 2**31  # exclusive; the same bound native traces obey

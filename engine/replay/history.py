@@ -7,7 +7,7 @@ pool every ``checkpoint_every`` steps keep a far seek from replaying every delta
 
 from __future__ import annotations
 
-from engine.records import FREE_SLOT, Slot, StepRecord
+from engine.model import FREE_SLOT, Slot, StepRecord
 
 
 class History:

@@ -1,7 +1,7 @@
 """Lazy, line-by-line reading of trace files into TraceRequests.
 
 Two JSONL formats, told apart by the first non-blank line: an object with ``hash_ids`` is
-Mooncake (see engine.mooncake), anything else is the native format:
+Mooncake (see engine.trace.mooncake), anything else is the native format:
 
     {"request_id": "a", "arrival_time": 0.5, "prompt_token_ids": [1, 2, 3], "output_len": 8}
     {"prompt": "Hello", "output": "Hi!"}
@@ -9,7 +9,7 @@ Mooncake (see engine.mooncake), anything else is the native format:
 
 Exactly one of prompt_token_ids / prompt / messages; at most one of output_token_ids /
 output / output_len; optional request_id, arrival_time, conversation_id, turn. Text is
-tokenized with engine.tokenize (messages with its chat template). Any problem is a
+tokenized with engine.trace.tokenize (messages with its chat template). Any problem is a
 TraceError ``path:line: message``; the file is never loaded whole.
 """
 
@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine import mooncake
+from engine.trace import mooncake
 from engine.errors import TraceError
-from engine.tokenize import Tokenizer, load_tokenizer, messages_text, render_messages, render_reply
-from engine.trace_types import TraceRequest
+from engine.trace.tokenize import Tokenizer, load_tokenizer, messages_text, render_messages, render_reply
+from engine.model import TraceRequest
 
 PROMPT_FIELDS = ("prompt_token_ids", "prompt", "messages")
 OUTPUT_FIELDS = ("output_token_ids", "output", "output_len")

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from engine.records import Slot
+from engine.model import EvictedBlock, PoolChange, Slot
 
 
 def is_cached_free(slot: Slot) -> int:
-    return 1 if slot[0] == 0 and slot[1] is not None else 0
+    return 1 if slot.ref_cnt == 0 and slot.block_hash is not None else 0
 
 
 class PoolMirror:
-    def __init__(self, slots: list[Slot], null_block_id: int) -> None:
+    def __init__(self, slots: list[Slot], null_block_id: int | None) -> None:
         self.slots = slots
         self.null_block_id = null_block_id
         self.num_cached_free = sum(is_cached_free(s) for s in slots)
         # How many blocks hold each hash now (vLLM may cache one content twice).
         self.hash_count: dict[bytes, int] = {}
-        for _ref, h in slots:
-            if h is not None:
-                self.hash_count[h] = self.hash_count.get(h, 0) + 1
+        for s in slots:
+            if s.block_hash is not None:
+                self.hash_count[s.block_hash] = self.hash_count.get(s.block_hash, 0) + 1
 
     def __getitem__(self, block_id: int) -> Slot:
         return self.slots[block_id]
@@ -31,33 +31,37 @@ class PoolMirror:
         touched: Iterable[int],
         read: Callable[[list[int]], list[Slot]],
         fresh: set[int] | frozenset[int] = frozenset(),
-    ) -> tuple[tuple[tuple[int, Slot, Slot], ...], list[tuple[int, bytes]]]:
+    ) -> tuple[tuple[PoolChange, ...], tuple[EvictedBlock, ...]]:
         """Read the touched blocks from vLLM (``read``), update the mirror, and return the
         pool delta and the evicted blocks. ``fresh``: blocks newly allocated this step; one
         that held cached content was evicted even if it got the same hash back."""
         seen: set[int] = set()
-        ids = [b for b in touched if b != self.null_block_id and not (b in seen or seen.add(b))]
+        null = self.null_block_id
+        ids = [b for b in touched if b != null and not (b in seen or seen.add(b))]
         mirror, hc = self.slots, self.hash_count
-        delta: list[tuple[int, Slot, Slot]] = []
-        evicted: list[tuple[int, bytes]] = []
+        delta: list[PoolChange] = []
+        evicted: list[EvictedBlock] = []
         for bid, now in zip(ids, read(ids)):
             before = mirror[bid]
+            if now == before and bid not in fresh:
+                continue
+            old_hash, new_hash = before.block_hash, now.block_hash
             # Cached content that changed or vanished was evicted by vLLM (its BlockRemoved
             # event carries the hash; this gives the block id).
-            if before[1] is not None and (now[1] != before[1] or bid in fresh):
-                evicted.append((bid, before[1]))
+            if old_hash is not None and (new_hash != old_hash or bid in fresh):
+                evicted.append(EvictedBlock(bid, old_hash))
             if now == before:
                 continue
             self.num_cached_free += is_cached_free(now) - is_cached_free(before)
-            if before[1] != now[1]:
-                if before[1] is not None:
-                    left = hc.get(before[1], 0) - 1
+            if old_hash != new_hash:
+                if old_hash is not None:
+                    left = hc.get(old_hash, 0) - 1
                     if left > 0:
-                        hc[before[1]] = left
+                        hc[old_hash] = left
                     else:
-                        hc.pop(before[1], None)
-                if now[1] is not None:
-                    hc[now[1]] = hc.get(now[1], 0) + 1
-            delta.append((bid, before, now))
+                        hc.pop(old_hash, None)
+                if new_hash is not None:
+                    hc[new_hash] = hc.get(new_hash, 0) + 1
+            delta.append(PoolChange(bid, before, now))
             mirror[bid] = now
-        return tuple(delta), evicted
+        return tuple(delta), tuple(evicted)

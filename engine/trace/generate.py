@@ -3,7 +3,7 @@
 Arrivals are a Poisson process (exponential gaps at ``rate`` requests/s). In a multi-turn
 trace, turn k of a conversation sends the whole history (every earlier user turn and
 assistant reply) plus user turn k, and carries assistant reply k as ``output``; so under
-engine.tokenize's template each turn's prompt + output is a prefix of the next turn's prompt.
+engine.trace.tokenize's template each turn's prompt + output is a prefix of the next turn's prompt.
 A few conversations are open at once, so their turns interleave in arrival order.
 
 Sources: ShareGPT (JSON or JSONL records ``{"id", "conversations": [{"from", "value"}]}``)

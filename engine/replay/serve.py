@@ -17,116 +17,59 @@ The simulated clock
     at all to do, the clock jumps to the next arrival. ``record.clock`` is the time at
     the start of the iteration.
 
-Records are engine.records.StepRecord, as in sequential mode: ``admitted`` holds the
+Records are engine.model.StepRecord, as in sequential mode: ``admitted`` holds the
 requests admitted for the first time this iteration (hit_tokens is the scheduler's
 prefix hit, the number it reports as prefill_stats.num_cached_tokens), ``seqs`` every
-running sequence's block table, ``waiting`` / ``running`` / ``preempted`` vLLM's queues.
-``extra`` carries serve-only data: arrived (seq ids added to the waiting queue),
-resumed (seq id, hit tokens) for preempted requests re-admitted, finished_results
-(final RequestResults), scheduled_tokens, used_blocks, iteration.
+running sequence's block table; ``serve`` (engine.model.ServePart) what the scheduler did:
+vLLM's queues, arrivals, preemptions, resumptions and the final rows of requests that
+finished.
 """
 
 from __future__ import annotations
 
-import argparse
 import threading
-import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from engine import metrics
-from engine.pool_mirror import PoolMirror
-from engine.records import (
+from engine.errors import UserError
+from engine.model import (
     BlockState,
+    EvictedBlock,
+    GroupTable,
     Outcome,
     RequestResult,
+    Resumed,
     SeqView,
+    ServePart,
+    ServeSummary,
     StepError,
     StepRecord,
     Totals,
+    TraceRequest,
 )
-from engine.replay import FREE_HEAD_LEN, SYNTH_TOKEN_BASE, cdiv, describe, synth_output_tokens
-from engine.trace_types import TraceRequest
-from engine.vllm_v1 import EngineSettings
-from engine.vllm_v1_sched import (
-    DEFAULT_ITERATION_TIME_S,
-    Iteration,
-    SchedBackend,
-    Scheduled,
-    ServeSettings,
-    check_sched_internals,
+from engine.replay.common import (
+    SYNTH_TOKEN_BASE,
+    block_state,
+    cdiv,
+    describe,
+    make_record,
+    synth_output_tokens,
+    unserved,
+    vllm_error,
 )
+from engine.replay.pool_mirror import PoolMirror
 
-__all__ = [
-    "ServeReplay",
-    "ServeSettings",
-    "SchedBackend",
-    "check_sched_internals",
-    "serve_settings_from_args",
-    "next_arrival",
-    "next_finish",
-    "prev_arrival",
-    "prev_finish",
-]
+if TYPE_CHECKING:
+    from engine.backends.vllm_v1.scheduler import Iteration, ReqOutput, Scheduled, V1Scheduler
 
 MAX_STALLED_ITERATIONS = 1000  # iterations in a row with no progress before giving up
+# The KV cache group whose block tables serve mode classifies: the only one today's
+# layouts have. A hybrid layout adds its other groups here (issue 12).
+GROUP = 0
 
 
-def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
-    """ServeSettings from engine.session's flags (--max-num-seqs, ...)."""
-    iteration = getattr(args, "serve_iteration_time", None)
-    settings = ServeSettings(
-        max_num_seqs=getattr(args, "max_num_seqs", None),
-        max_num_batched_tokens=getattr(args, "max_num_batched_tokens", None),
-        enable_chunked_prefill=getattr(args, "enable_chunked_prefill", None),
-        async_scheduling=getattr(args, "async_scheduling", None),
-        iteration_time_s=iteration if iteration is not None else DEFAULT_ITERATION_TIME_S,
-    )
-    settings.validate()
-    return settings
-
-
-# -- step search for the TUI ---------------------------------------------------------------------
-def _arrives(record: StepRecord) -> bool:
-    if "arrived" in record.extra:
-        return bool(record.extra["arrived"]) or any(
-            r.outcome is not Outcome.OK for r in record.admitted
-        )
-    return bool(record.admitted)  # sequential: every step is an arrival
-
-
-def _finishes(record: StepRecord) -> bool:
-    return bool(record.finished)
-
-
-def _search(records: Sequence[StepRecord], start: int, step: int, pred) -> int | None:
-    i = start + step
-    while 0 <= i < len(records):
-        if pred(records[i]):
-            return i
-        i += step
-    return None
-
-
-def next_arrival(records: Sequence[StepRecord], after: int) -> int | None:
-    """Index of the first record after ``after`` where a request arrives (None: none yet)."""
-    return _search(records, after, 1, _arrives)
-
-
-def next_finish(records: Sequence[StepRecord], after: int) -> int | None:
-    """Index of the first record after ``after`` where a request finishes."""
-    return _search(records, after, 1, _finishes)
-
-
-def prev_arrival(records: Sequence[StepRecord], before: int) -> int | None:
-    return _search(records, before, -1, _arrives)
-
-
-def prev_finish(records: Sequence[StepRecord], before: int) -> int | None:
-    return _search(records, before, -1, _finishes)
-
-
-# -- the replay -----------------------------------------------------------------------------------
 @dataclass(slots=True)
 class _Live:
     """One request vLLM knows, from arrival to finish."""
@@ -155,7 +98,7 @@ class ServeReplay:
 
     def __init__(
         self,
-        backend: SchedBackend,
+        backend: V1Scheduler,
         requests: Iterable[TraceRequest],
         *,
         detail: bool = True,
@@ -164,7 +107,9 @@ class ServeReplay:
         keep_results: bool | None = None,
     ) -> None:
         self.backend = backend
-        self.settings: EngineSettings = backend.settings
+        self.settings = backend.settings
+        if len(self.settings.layout.groups) != 1:
+            raise UserError("serve mode replays a single KV cache group for now")
         self.detail = detail
         self.cancel = cancel
         self.verify_pool = verify_pool and detail  # tests: compare the mirror to a full scan
@@ -233,13 +178,7 @@ class ServeReplay:
 
     def _rejected(self, req: TraceRequest, seq_id: str, message: str) -> RequestResult:
         self.rejected += 1
-        result = RequestResult(
-            request=req, seq_id=seq_id, outcome=Outcome.TOO_LONG,
-            prompt_tokens=req.num_prompt_tokens, hit_tokens=0, hit_blocks=0, new_blocks=0,
-            output_blocks=0, evicted_blocks=0,
-            prompt_blocks=cdiv(req.num_prompt_tokens, self.settings.block_size),
-            recomputed_last_block=False, message=message,
-        )
+        result = unserved(req, seq_id, Outcome.TOO_LONG, self.settings.block_size, message)
         if self.keep_results:
             self.results[seq_id] = result
         return result
@@ -283,11 +222,7 @@ class ServeReplay:
         try:
             it = self.backend.step(self._token_for, self.detail)
         except Exception as exc:  # vLLM raised: record it at this step and stop cleanly
-            error = StepError(
-                message=f"{type(exc).__name__} inside vLLM: {exc}".splitlines()[0],
-                traceback=traceback.format_exc(),
-            )
-            return self._record(index, data, None, error, clock=clock)
+            return self._record(index, data, None, vllm_error(exc), clock=clock)
         self.iterations += 1
         if it.executed:
             self.model_iterations += 1
@@ -307,10 +242,7 @@ class ServeReplay:
         try:
             return self._record(index, data, it, error, clock=clock)
         except Exception as exc:  # our own bookkeeping failed (a bug): show it, stop
-            error = StepError(
-                message=f"{type(exc).__name__} in serve replay: {exc}".splitlines()[0],
-                traceback=traceback.format_exc(),
-            )
+            error = vllm_error(exc, "in serve replay")
             return self._record(index, _StepData(), None, error, clock=clock)
 
     # -- building the record ----------------------------------------------------------------
@@ -322,7 +254,7 @@ class ServeReplay:
             self._add_totals(r)
         finished: list[str] = []
         finished_results: list[RequestResult] = []
-        resumed: list[tuple[str, int]] = []
+        resumed: list[Resumed] = []
         preempted: tuple[str, ...] = ()
         events: tuple = ()
         scheduled: Scheduled | None = it.scheduled if it is not None else None
@@ -337,9 +269,9 @@ class ServeReplay:
                     live = self._live[a.seq_id]
                     live.hit_tokens = a.num_cached_tokens
                     if a.resumed:
-                        resumed.append((a.seq_id, a.num_cached_tokens))
+                        resumed.append(Resumed(a.seq_id, a.num_cached_tokens))
                         continue
-                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens, a.block_ids)
+                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens, a.block_ids[0])
                     live.result = result
                     admitted.append(result)
                     self._add_totals(result)
@@ -353,7 +285,7 @@ class ServeReplay:
         waiting = b.waiting_ids()
         seqs: tuple[SeqView, ...] = ()
         delta: tuple = ()
-        evicted: list[tuple[int, bytes]] = []
+        evicted: tuple[EvictedBlock, ...] = ()
         if self.detail and it is not None:
             seqs, touched = self._seq_views(scheduled, running, finished)
             delta, evicted = self._mirror.diff(touched, self.backend.slots)
@@ -362,34 +294,23 @@ class ServeReplay:
         for seq_id in finished:
             self._live.pop(seq_id, None)
         self._running_prev = running
-        used = b.used_blocks()
-        extra = {
-            "arrived": tuple(data.arrived),
-            "resumed": tuple(resumed),
-            "finished_results": tuple(finished_results),
-            "scheduled_tokens": scheduled.total_tokens if scheduled is not None else 0,
-            "used_blocks": used,
-            "iteration": self.iterations,
-        }
-        return StepRecord(
-            index=index,
-            clock=self.clock if clock is None else clock,
-            admitted=tuple(admitted),
-            seqs=seqs,
-            finished=tuple(finished),
-            evicted=tuple(evicted),
-            events=tuple(events) if self.detail else (),
-            pool_delta=delta,
-            free_head=tuple(b.free_queue(FREE_HEAD_LEN)),
-            num_free=b.num_free_blocks(),
-            num_cached_free=self._mirror.num_cached_free if self._mirror else -1,
-            totals=self.totals,
-            error=error,
-            note=self._note(admitted, finished, preempted, resumed, scheduled),
+        serve = ServePart(
+            iteration=self.iterations,
+            scheduled_tokens=scheduled.total_tokens if scheduled is not None else 0,
+            used_blocks=b.used_blocks(),
+            arrived=tuple(data.arrived),
+            resumed=tuple(resumed),
+            preempted=preempted,
             waiting=tuple(waiting),
             running=tuple(running),
-            preempted=preempted,
-            extra=extra,
+            finished_results=tuple(finished_results),
+        )
+        return make_record(
+            b, self._mirror, index=index, clock=self.clock if clock is None else clock,
+            admitted=tuple(admitted), seqs=seqs, finished=tuple(finished), evicted=evicted,
+            events=tuple(events) if self.detail else (), pool_delta=delta,
+            totals=self.totals, error=error,
+            note=self._note(admitted, finished, preempted, resumed, scheduled), serve=serve,
         )
 
     def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
@@ -402,7 +323,7 @@ class ServeReplay:
         if self.detail and prompt_len % bs == 0 and hit_blocks == prompt_blocks - 1 and prompt_blocks:
             last = block_ids[prompt_blocks - 1] if len(block_ids) >= prompt_blocks else None
             if last is not None:
-                h = self.backend.slot(last)[1]
+                h = self.backend.slot(last).block_hash
                 recomputed = h is not None and self._mirror.hash_count.get(h, 0) > 0
         return RequestResult(
             request=live.req, seq_id=seq_id, outcome=Outcome.OK, prompt_tokens=prompt_len,
@@ -494,18 +415,20 @@ class ServeReplay:
         # that a request scheduled earlier in this same schedule() took, is shared.
         claimed: set[int] = set()
         if scheduled is not None:
-            for blocks in scheduled.new_block_ids.values():
-                claimed.update(blocks)
-                touched.extend(blocks)
+            for groups in scheduled.new_block_ids.values():
+                for blocks in groups:
+                    claimed.update(blocks)
+                    touched.extend(blocks)
         hit_states: dict[str, list[BlockState]] = {}
         for a in admissions.values():
             states = []
-            for bid in a.block_ids[: a.num_cached_tokens // bs]:
-                shared = mirror[bid][0] > 0 or bid in claimed
+            for bid in a.block_ids[GROUP][: a.num_cached_tokens // bs]:
+                shared = mirror[bid].ref_cnt > 0 or bid in claimed
                 states.append(BlockState.HIT_SHARED if shared else BlockState.HIT_FREE)
             hit_states[a.seq_id] = states
-            claimed.update(a.block_ids)
-            touched.extend(a.block_ids)
+            for blocks in a.block_ids:
+                claimed.update(blocks)
+                touched.extend(blocks)
         running_set = set(running)
         # Blocks of requests that stopped running (finished, preempted) change; of those
         # still running only the tail past what was computed and cached can change.
@@ -520,7 +443,7 @@ class ServeReplay:
         views: list[SeqView] = []
         for seq_id in running:
             live = self._live[seq_id]
-            table = tuple(b.block_ids(seq_id))
+            table = b.block_tables(seq_id)[GROUP]
             num_tokens, computed = b.progress(seq_id)
             adm = admissions.get(seq_id)
             prompt_len = live.req.num_prompt_tokens
@@ -537,26 +460,18 @@ class ServeReplay:
                 adm is not None and not adm.resumed and live.result is not None
                 and live.result.recomputed_last_block
             )
-            states: list[BlockState] = []
-            for i, bid in enumerate(table):
-                if i < len(hits):
-                    states.append(hits[i])
-                elif i < held:
-                    states.append(BlockState.HELD)
-                elif (i + 1) * bs > computed:
-                    states.append(BlockState.PARTIAL)
-                elif recomputed and i == prompt_blocks - 1:
-                    states.append(BlockState.RECOMPUTED)
-                elif mirror[bid][1] is not None:
-                    states.append(BlockState.NEW_EVICTED)
-                else:
-                    states.append(BlockState.NEW)
+            last = prompt_blocks - 1 if recomputed else None
             live.table = table
-            live.states = tuple(states)
+            live.states = tuple(
+                block_state(i, mirror[bid].block_hash is not None, hits=hits, held=held,
+                            computed=computed, block_size=bs, recomputed_index=last)
+                for i, bid in enumerate(table)
+            )
             live.frontier = min(num_tokens, computed)
             views.append(SeqView(
-                seq_id=seq_id, request_id=live.req.request_id, block_ids=table,
-                states=live.states, num_prompt_tokens=prompt_len, num_tokens=num_tokens,
+                seq_id=seq_id, request_id=live.req.request_id,
+                tables=(GroupTable(GROUP, table, live.states),),
+                num_prompt_tokens=prompt_len, num_tokens=num_tokens,
                 num_hit_tokens=live.hit_tokens, num_prompt_blocks=prompt_blocks,
             ))
         return tuple(views), touched
@@ -575,31 +490,19 @@ class ServeReplay:
             raise AssertionError(f"pool mirror out of date at blocks {bad[:10]}")
 
     # -- figures ----------------------------------------------------------------------------------
-    def serve_summary(self) -> dict:
-        """Final serve figures (valid at any point; final once iteration ends)."""
-        t = self.totals
-        c = self.backend.cache
-        usable = self.settings.num_blocks - 1
-        return {
-            "mode": "serve",
-            **self.backend.describe(),
-            "requests": self.submitted + self.rejected,
-            "submitted": self.submitted,
-            "finished": self.finished,
-            "rejected": self.rejected,
-            "iterations": self.iterations,
-            "model_iterations": self.model_iterations,
-            "simulated_time_s": self.clock,
-            "hit_rate": metrics.hit_rate(t),
-            "hit_tokens": c.hits,
-            "query_tokens": c.queries,
-            "preemptions": self.preemptions,
-            "resumed_lookups": c.preempted_requests,
-            "preempted_hit_tokens": c.preempted_hits,
-            "preempted_query_tokens": c.preempted_queries,
-            "peak_kv_blocks": self.peak_used_blocks,
-            "peak_kv_usage": self.peak_used_blocks / usable if usable else 0.0,
-            "output_tokens": self.output_tokens,
-            "evictions": self.evictions,
-            "cached_token_mismatches": self.cached_token_mismatches,
-        }
+    def summary(self) -> ServeSummary:
+        """Serve figures (valid at any point; final once iteration ends)."""
+        return ServeSummary(
+            info=self.backend.info(),
+            submitted=self.submitted,
+            finished=self.finished,
+            rejected=self.rejected,
+            iterations=self.iterations,
+            model_iterations=self.model_iterations,
+            simulated_time_s=self.clock,
+            resumed_lookups=self.backend.cache.preempted_requests,
+            peak_kv_blocks=self.peak_used_blocks,
+            usable_blocks=self.settings.num_blocks - 1,
+            output_tokens=self.output_tokens,
+            cached_token_mismatches=self.cached_token_mismatches,
+        )

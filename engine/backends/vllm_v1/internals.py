@@ -1,0 +1,160 @@
+"""Every read of a vLLM attribute that is not public API, and the one write.
+
+``check_manager`` / ``check_scheduler`` run at start-up on the live objects and
+tests/test_vllm_adapter.py runs them too, so a vLLM upgrade that moves any of these fails
+loudly, naming the installed vLLM, instead of showing wrong numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from engine.errors import UserError
+from engine.model import Slot
+
+_HASH_KEY_GROUP_BYTES = 4  # vLLM's BlockHashWithGroupId: hash bytes + 4-byte group id
+
+
+class AdapterMismatch(UserError):
+    """The installed vLLM's internals differ from what this adapter reads."""
+
+
+class PoolInternals:
+    """vLLM's BlockPool and KVCacheBlock."""
+
+    @staticmethod
+    def block_pool(manager: Any) -> Any:
+        return manager.block_pool
+
+    @staticmethod
+    def blocks(pool: Any) -> list:
+        return pool.blocks
+
+    @staticmethod
+    def slot(block: Any) -> Slot:
+        # vLLM keys the cache by hash + 4 bytes of group id (kv_cache_utils'
+        # make_block_hash_with_group_id); records keep the bare hash, the bytes vLLM's KV
+        # events carry, and the group apart.
+        key = block.block_hash
+        if key is None:
+            return Slot(block.ref_cnt, None)
+        return Slot(block.ref_cnt, key[:-_HASH_KEY_GROUP_BYTES],
+                    int.from_bytes(key[-_HASH_KEY_GROUP_BYTES:], "big"))
+
+    @staticmethod
+    def null_block_id(pool: Any) -> int:
+        return pool.null_block.block_id
+
+    @staticmethod
+    def free_queue_iter(pool: Any) -> Iterator[Any]:
+        return pool.free_block_queue.iter_blocks_after(None)
+
+
+class SchedInternals:
+    """vLLM's Scheduler and Request, beyond SchedulerOutput / EngineCoreOutputs."""
+
+    @staticmethod
+    def manager(sched: Any) -> Any:
+        return sched.kv_cache_manager
+
+    @staticmethod
+    def running(sched: Any) -> list:
+        return sched.running
+
+    @staticmethod
+    def waiting_ids(sched: Any) -> list[str]:
+        # Requests that hold blocks while waiting (connectors, streaming) are drained first.
+        out = [r.request_id for r in sched.kv_holding_waiting]
+        out.extend(r.request_id for r in sched.waiting)
+        return out
+
+    @staticmethod
+    def request(sched: Any, seq_id: str) -> Any:
+        return sched.requests.get(seq_id)
+
+    @staticmethod
+    def is_prefill_chunk(request: Any) -> bool:
+        # Set by the scheduler when it schedules: the chunk does not reach the end of the
+        # known tokens, so the model runner discards what it samples.
+        return request.is_prefill_chunk
+
+    @staticmethod
+    def progress(request: Any) -> tuple[int, int]:
+        """(num_tokens, num_computed_tokens); computed includes in-flight placeholders."""
+        return request.num_tokens, request.num_computed_tokens
+
+    @staticmethod
+    def set_event_publisher(sched: Any, publisher: Any) -> None:
+        sched.kv_event_publisher = publisher
+
+    @staticmethod
+    def event_publisher(sched: Any) -> Any:
+        return sched.kv_event_publisher
+
+
+MANAGER_METHODS = (
+    "get_computed_blocks", "allocate_slots", "free", "record_prefix_cache_stats",
+    "make_prefix_cache_stats", "get_block_ids", "take_events", "new_step_starts",
+)
+POOL_METHODS = ("get_cached_block", "get_num_free_blocks", "take_events")
+SCHEDULER_METHODS = (
+    "schedule", "update_from_output", "add_request", "has_requests", "get_request_counts",
+    "finish_requests",
+)
+
+
+def check_manager(manager: Any) -> list[str]:
+    """What the adapter reads from a KVCacheManager. Empty when all is well."""
+    problems: list[str] = []
+    try:
+        pool = PoolInternals.block_pool(manager)
+        blocks = PoolInternals.blocks(pool)
+        slot = PoolInternals.slot(blocks[-1])
+        if not isinstance(slot.ref_cnt, int):
+            problems.append("KVCacheBlock.ref_cnt is not an int")
+        if slot.block_hash is not None and not isinstance(slot.block_hash, bytes):
+            problems.append("KVCacheBlock.block_hash is not bytes")
+        PoolInternals.null_block_id(pool)
+        next(iter(PoolInternals.free_queue_iter(pool)), None)
+        problems += [f"BlockPool.{n} is missing" for n in POOL_METHODS
+                     if not callable(getattr(pool, n, None))]
+        problems += [f"KVCacheManager.{n} is missing" for n in MANAGER_METHODS
+                     if not callable(getattr(manager, n, None))]
+    except (AttributeError, TypeError, ValueError, IndexError) as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    return problems
+
+
+def check_scheduler(sched: Any, probe_request: Any, runner_output_cls: Any) -> list[str]:
+    """What serve mode reads from vLLM's scheduler, checked on a live one."""
+    problems: list[str] = []
+    try:
+        problems.extend(check_manager(SchedInternals.manager(sched)))
+        if not isinstance(SchedInternals.running(sched), list):
+            problems.append("Scheduler.running is not a list")
+        SchedInternals.waiting_ids(sched)
+        if not isinstance(sched.requests, dict):
+            problems.append("Scheduler.requests is not a dict")
+        problems += [f"Scheduler.{n} is missing" for n in SCHEDULER_METHODS
+                     if not callable(getattr(sched, n, None))]
+        if not callable(getattr(SchedInternals.event_publisher(sched), "publish", None)):
+            problems.append("Scheduler.kv_event_publisher has no publish()")
+        for attr in ("is_prefill_chunk", "num_tokens", "num_computed_tokens", "request_id"):
+            if not hasattr(probe_request, attr):
+                problems.append(f"Request.{attr} is missing")
+        for name in ("req_id_to_index", "sampled_token_ids"):
+            if name not in getattr(runner_output_cls, "__dataclass_fields__", {}):
+                problems.append(f"ModelRunnerOutput.{name} is missing")
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    return problems
+
+
+def ensure(problems: list[str], what: str, version: str, tested: str) -> None:
+    """Raise AdapterMismatch naming the installed vLLM when a check found problems."""
+    if problems:
+        raise AdapterMismatch(
+            f"vLLM {version}'s {what} differs from what prefix-tui's adapter knows "
+            f"(tested with {tested}): {'; '.join(problems)}"
+        )

@@ -1,0 +1,173 @@
+"""V1Manager: one real vLLM KVCacheManager, driven with the calls vLLM's scheduler makes.
+
+Everything above this speaks in plain data (engine.model); vLLM objects (a Request, the
+KVCacheBlocks of a lookup) only pass back into the methods here unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.backends.vllm_v1 import events
+from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
+from engine.backends.vllm_v1.internals import PoolInternals, check_manager, ensure
+from engine.backends.vllm_v1.kv_config import build_kv_cache_config
+from engine.backends.vllm_v1.stats import CacheTally
+from engine.model import KVEvent, Slot
+from engine.settings import EngineSettings
+
+GroupIds = tuple[tuple[int, ...], ...]  # block ids per KV cache group
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The result of vLLM's get_computed_blocks, plus the ref counts it saw."""
+
+    blocks: Any  # vLLM KVCacheBlocks, passed back to allocate_slots unchanged
+    block_ids: GroupIds
+    ref_cnts: GroupIds  # before allocate touches them: 0 = hit from the free queue
+    num_hit_tokens: int
+
+
+class PoolReader:
+    """Reads of vLLM's pool shared by both backends (this manager, and the one vLLM's
+    scheduler builds); subclasses call ``_attach(manager)``."""
+
+    manager: Any
+    null_block_id: int
+
+    def _attach(self, manager: Any) -> None:
+        self.manager = manager
+        self._pool = PoolInternals.block_pool(manager)
+        self._blocks = PoolInternals.blocks(self._pool)
+        self.null_block_id = PoolInternals.null_block_id(self._pool)
+
+    def block_tables(self, seq_id: str) -> GroupIds:
+        return tuple(tuple(ids) for ids in self.manager.get_block_ids(seq_id))
+
+    def slot(self, block_id: int) -> Slot:
+        return PoolInternals.slot(self._blocks[block_id])
+
+    def slots(self, block_ids: Iterable[int]) -> list[Slot]:
+        slot, blocks = PoolInternals.slot, self._blocks
+        return [slot(blocks[i]) for i in block_ids]
+
+    def scan_pool(self) -> list[Slot]:
+        """Every block's slot, read straight from vLLM (tests and the first snapshot)."""
+        return [PoolInternals.slot(b) for b in self._blocks]
+
+    def free_queue(self, limit: int | None = None) -> list[int]:
+        out: list[int] = []
+        for block in PoolInternals.free_queue_iter(self._pool):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(block.block_id)
+        return out
+
+    def num_free_blocks(self) -> int:
+        return self._pool.get_num_free_blocks()
+
+    def is_cached(self, block_hash: bytes, group: int = 0) -> bool:
+        return self._pool.get_cached_block(block_hash, [group]) is not None
+
+
+class V1Manager(PoolReader):
+    """Owns one real vLLM KVCacheManager with the settings' KV layout."""
+
+    def __init__(self, settings: EngineSettings, verbose: bool = False) -> None:
+        settings.validate()
+        self.settings = settings
+        self.version = import_vllm(verbose)
+        bs = settings.block_size
+        hash_fn = V.get_hash_fn_by_name(settings.hash_algo)
+        V.kv_cache_utils.init_none_hash(hash_fn)
+        self._block_hasher = V.kv_cache_utils.get_request_block_hasher(bs, hash_fn)
+        manager = V.KVCacheManager(
+            build_kv_cache_config(settings),
+            max_model_len=settings.effective_max_model_len,
+            scheduler_block_size=bs,
+            hash_block_size=bs,
+            enable_caching=settings.enable_caching,
+            log_stats=True,
+            enable_kv_cache_events=settings.kv_events,
+        )
+        ensure(check_manager(manager), "KV-cache manager", self.version, TESTED_VLLM_VERSION)
+        self._attach(manager)
+        self.cache = CacheTally()
+        self._sampling = V.SamplingParams(max_tokens=1)
+
+    # -- building requests ---------------------------------------------------------------
+    def new_request(self, seq_id: str, prompt_token_ids, arrival_time: float) -> Any:
+        return V.Request(
+            seq_id, list(prompt_token_ids), self._sampling, None,
+            arrival_time=arrival_time, block_hasher=self._block_hasher,
+        )
+
+    # -- the calls vLLM's scheduler makes ------------------------------------------------
+    def new_step(self) -> None:
+        self.manager.new_step_starts()
+
+    def lookup(self, request: Any, detail: bool = True) -> Lookup:
+        """vLLM's get_computed_blocks. Without detail, block ids and ref counts are not
+        read (a long prompt's hit list is hundreds of blocks; headless needs only counts)."""
+        blocks, num_hit_tokens, _boundary = self.manager.get_computed_blocks(request)
+        if not detail:
+            return Lookup(blocks, (), (), num_hit_tokens)
+        groups = blocks.blocks
+        return Lookup(
+            blocks=blocks,
+            block_ids=tuple(tuple(b.block_id for b in g) for g in groups),
+            ref_cnts=tuple(tuple(b.ref_cnt for b in g) for g in groups),
+            num_hit_tokens=num_hit_tokens,
+        )
+
+    def allocate(self, request: Any, num_new_tokens: int, lookup: Lookup | None = None
+                 ) -> GroupIds | None:
+        """vLLM's allocate_slots: the new block ids per group, or None when it did not fit."""
+        if lookup is None:
+            new = self.manager.allocate_slots(request, num_new_tokens)
+        else:
+            new = self.manager.allocate_slots(
+                request, num_new_tokens, lookup.num_hit_tokens, lookup.blocks
+            )
+        if new is None:
+            return None
+        return tuple(tuple(b.block_id for b in g) for g in new.blocks)
+
+    def record_stats(self, request: Any, num_hits: int) -> None:
+        self.manager.record_prefix_cache_stats(request, num_hits)
+
+    def take_cache_stats(self) -> None:
+        """Drain vLLM's PrefixCacheStats into the cumulative counters and the window."""
+        stats = self.manager.make_prefix_cache_stats()
+        if stats is not None:
+            self.cache.observe(stats)
+
+    def free(self, request: Any) -> None:
+        self.manager.free(request)
+
+    def take_removed_count(self) -> int:
+        return events.count_removed(self.manager.take_events())
+
+    def take_events(self) -> tuple[KVEvent, ...]:
+        return events.convert(self.manager.take_events())
+
+    # -- the request's state --------------------------------------------------------------
+    @staticmethod
+    def request_block_hash(request: Any, index: int) -> bytes | None:
+        hashes = request.block_hashes
+        return hashes[index] if index < len(hashes) else None
+
+    @staticmethod
+    def num_computed_tokens(request: Any) -> int:
+        return request.num_computed_tokens
+
+    @staticmethod
+    def set_num_computed_tokens(request: Any, n: int) -> None:
+        request.num_computed_tokens = n
+
+    @staticmethod
+    def append_output(request: Any, token_ids) -> None:
+        request.append_output_token_ids(token_ids)

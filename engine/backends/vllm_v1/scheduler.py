@@ -1,0 +1,321 @@
+"""Serve mode's one contact with vLLM: its real V1 Scheduler, driven on the CPU.
+
+Everything vLLM runs here is vLLM's own code: ``VllmConfig`` -> ``Scheduler`` (or
+``AsyncScheduler``) -> the ``KVCacheManager`` the scheduler builds itself from a
+``KVCacheConfig`` with one full-attention group. Only the model is replaced: after each
+``schedule()`` a ``ModelRunnerOutput`` is built on the CPU that "samples" the trace's
+output tokens, and is fed to ``update_from_output``. Token budget, chunked prefill,
+prefix-cache lookups, preemption and finishing are vLLM's decisions. No GPU, no
+weights, no tokenizer, no network.
+
+How the config is built offline: engine.backends.vllm_v1.serve_config.
+
+Nothing is monkeypatched. One scheduler attribute is written: ``kv_event_publisher``
+is replaced by an in-memory ``EventPublisher`` (vLLM's own publisher ABC), because
+``KVEventsConfig.publisher`` only accepts "null" (drops events) or "zmq" (opens a
+socket); the scheduler hands its KV events to the publisher in ``update_from_output``.
+
+Scheduler vs AsyncScheduler (vLLM 0.33's default: ``async_scheduling=None`` resolves to
+True for this config)
+    Scheduler, one iteration = ``EngineCore.step``: schedule(k), run the model,
+    update_from_output(k). A request's sampled token is in its token list before
+    schedule(k + 1).
+    AsyncScheduler, one iteration = ``EngineCore.step_with_batch_queue`` with a queue of
+    ``max_concurrent_batches`` (2): schedule(k) is issued before the output of k - 1 has
+    been processed, so every iteration is schedule(k) + update_from_output(k - 1), the
+    first iteration only schedules, and the queue drains at the end. Decode tokens are
+    scheduled as output placeholders (``num_output_placeholders``) and become real
+    tokens one iteration later; blocks they fill are hashed (cached) in
+    update_from_output, not at allocation. A request finishes (and frees its blocks) one
+    iteration later than with the sync scheduler; a preempted request's in-flight token
+    is still delivered, and the request is not resumed until it has been. vLLM avoids
+    scheduling a step past max_tokens, so output lengths are the same.
+"""
+
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.backends.vllm_v1 import events
+from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
+from engine.backends.vllm_v1.internals import SchedInternals, check_scheduler, ensure
+from engine.backends.vllm_v1.kv_config import build_kv_cache_config
+from engine.backends.vllm_v1.manager import GroupIds, PoolReader
+from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
+from engine.backends.vllm_v1.stats import CacheTally
+from engine.model import KVEvent, SchedulerInfo, removed_count
+from engine.settings import EngineSettings, ServeSettings
+
+
+# -- plain data out ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request moved from waiting to running by one schedule() call."""
+
+    seq_id: str
+    num_cached_tokens: int  # the scheduler's prefix-cache hit (its num_computed_tokens)
+    block_ids: GroupIds  # the whole block table per KV cache group after admission
+    resumed: bool  # re-admitted after a preemption (it recomputes)
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """One schedule() call, reduced to plain data."""
+
+    num_scheduled_tokens: dict[str, int]
+    total_tokens: int
+    admissions: tuple[Admission, ...]  # resumed ones first (they head the waiting queue)
+    new_block_ids: dict[str, GroupIds]  # blocks added to already-running requests, per group
+    preempted: tuple[str, ...]  # preempted by this call (blocks freed; will recompute)
+    sampled: tuple[str, ...]  # requests the model samples a token for (not mid-prefill)
+
+
+@dataclass(frozen=True, slots=True)
+class ReqOutput:
+    seq_id: str
+    new_token_ids: tuple[int, ...]
+    finish_reason: str | None
+    num_cached_tokens: int | None  # prefill_stats.num_cached_tokens, when reported
+
+
+@dataclass(frozen=True, slots=True)
+class Iteration:
+    """One engine-core step: a schedule() and/or an update_from_output()."""
+
+    scheduled: Scheduled | None
+    processed: Scheduled | None  # the schedule whose model output was processed now
+    outputs: tuple[ReqOutput, ...]
+    events: tuple[KVEvent, ...]  # empty without detail
+    evicted_hashes: int  # hashes in vLLM's BlockRemoved events (cached blocks evicted)
+    peak_used_blocks: int  # most blocks held at any point of the step
+
+    @property
+    def executed(self) -> bool:
+        return self.scheduled is not None and self.scheduled.total_tokens > 0
+
+
+
+# -- the backend ------------------------------------------------------------------------------
+class V1Scheduler(PoolReader):
+    """Owns one real vLLM Scheduler (sync or async) and the engine-core loop around it."""
+
+    def __init__(self, settings: EngineSettings, serve: ServeSettings | None = None,
+                 verbose: bool = False) -> None:
+        settings.validate()
+        serve = serve or ServeSettings()
+        serve.validate()
+        self.settings = settings
+        self.serve = serve
+        self.version = import_vllm(verbose)
+        s = import_scheduler(verbose)
+        self.vllm_config = build_vllm_config(settings, serve)
+        sc = self.vllm_config.scheduler_config
+        kv_cache_config = build_kv_cache_config(settings)
+        # As EngineCore.__init__ builds it.
+        block_size, hash_block_size = s.resolve_kv_cache_block_sizes(
+            kv_cache_config, self.vllm_config
+        )
+        self.scheduler = sc.get_scheduler_cls()(
+            vllm_config=self.vllm_config,
+            kv_cache_config=kv_cache_config,
+            structured_output_manager=s.StructuredOutputManager(self.vllm_config),
+            block_size=block_size,
+            hash_block_size=hash_block_size,
+            log_stats=True,
+        )
+        probe = V.Request("probe", [1], V.SamplingParams(max_tokens=1), None)
+        ensure(check_scheduler(self.scheduler, probe, s.ModelRunnerOutput), "scheduler",
+               self.version, TESTED_VLLM_VERSION)
+        self._collector = s.Collector()
+        SchedInternals.set_event_publisher(self.scheduler, self._collector)
+        cc = self.vllm_config.cache_config
+        hash_fn = V.get_hash_fn_by_name(cc.prefix_caching_hash_algo)
+        V.kv_cache_utils.init_none_hash(hash_fn)
+        self._block_hasher = (
+            V.kv_cache_utils.get_request_block_hasher(
+                hash_block_size, hash_fn, self.vllm_config.num_hash_lookahead_tokens
+            )
+            if cc.enable_prefix_caching
+            else None
+        )
+        self._attach(SchedInternals.manager(self.scheduler))
+        self.is_async = bool(sc.async_scheduling)
+        self.scheduler_name = type(self.scheduler).__name__
+        self.batch_queue_size = self.vllm_config.max_concurrent_batches
+        self.max_model_len = self.vllm_config.model_config.max_model_len
+        self.max_num_seqs = sc.max_num_seqs
+        self.max_num_batched_tokens = sc.max_num_batched_tokens
+        self.enable_chunked_prefill = bool(sc.enable_chunked_prefill)
+        self.model_runner = "v2" if self.vllm_config.use_v2_model_runner else "v1"
+        # batch queue of (scheduled, plain), newest first, as step_with_batch_queue keeps it
+        self._queue: deque[tuple[Any, Any, Scheduled]] = deque()
+        self._admitted_before: set[str] = set()
+        self.cache = CacheTally()
+
+    # -- requests ---------------------------------------------------------------------------
+    def new_request(self, seq_id: str, prompt_token_ids, max_tokens: int, arrival_time: float):
+        params = V.SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+        return V.Request(
+            seq_id, list(prompt_token_ids), params, None,
+            arrival_time=arrival_time, block_hasher=self._block_hasher,
+        )
+
+    def add(self, request) -> None:
+        self.scheduler.add_request(request)
+
+    def has_work(self) -> bool:
+        """Anything to schedule, or a batch whose output is not processed yet."""
+        return self.scheduler.has_requests() or bool(self._queue)
+
+    # -- one engine-core step ---------------------------------------------------------------
+    def step(self, token_for: Callable[[str], int], detail: bool = True) -> Iteration:
+        """One iteration of vLLM's engine core: EngineCore.step (sync) or
+        step_with_batch_queue (async). ``token_for(seq_id)`` is the token the model
+        samples for a request (called once per sampled token, in order). Without
+        ``detail`` the KV events are only counted."""
+        sched = self.scheduler
+        peak = self.used_blocks()
+
+        def done(scheduled: Scheduled | None, processed: Scheduled | None,
+                 outputs: tuple[ReqOutput, ...]) -> Iteration:
+            if detail:
+                kv_events = self.take_events()
+                removed = removed_count(kv_events)
+            else:
+                kv_events, removed = (), self.take_removed_count()
+            return Iteration(scheduled, processed, outputs, kv_events, removed,
+                             max(peak, self.used_blocks()))
+
+        if not self.is_async:
+            if not sched.has_requests():
+                return done(None, None, ())
+            so = sched.schedule()
+            plain = self._plain(so)
+            peak = max(peak, self.used_blocks())
+            mro = self._runner_output(so, plain, token_for)
+            return done(plain, plain, self._update(so, mro))
+        queue = self._queue
+        plain = None
+        if sched.has_requests():
+            so = sched.schedule()
+            plain = self._plain(so)
+            peak = max(peak, self.used_blocks())
+            mro = self._runner_output(so, plain, token_for)
+            queue.appendleft((so, mro, plain))
+            executed = so.total_num_scheduled_tokens > 0
+            if len(queue) < self.batch_queue_size and (executed or sched.has_requests()):
+                return done(plain, None, ())
+        elif not queue:
+            return done(None, None, ())
+        so, mro, processed = queue.pop()
+        return done(plain, processed, self._update(so, mro))
+
+    def _plain(self, so: Any) -> Scheduled:
+        sched = self.scheduler
+        admissions: list[Admission] = []
+        new_block_ids: dict[str, tuple[int, ...]] = {}
+        for nr in so.scheduled_new_reqs:
+            admissions.append(Admission(
+                nr.req_id, nr.num_computed_tokens, tuple(tuple(g) for g in nr.block_ids) if nr.block_ids else (),
+                nr.req_id in self._admitted_before,
+            ))
+        cached = so.scheduled_cached_reqs
+        for i, rid in enumerate(cached.req_ids):
+            ids = cached.new_block_ids[i]
+            blocks = tuple(tuple(g) for g in ids) if ids else ()
+            if rid in cached.resumed_req_ids:
+                admissions.append(Admission(rid, cached.num_computed_tokens[i], blocks, True))
+            elif any(blocks):
+                new_block_ids[rid] = blocks
+        admissions.sort(key=lambda a: not a.resumed)  # stable: resumed first
+        for a in admissions:
+            self._admitted_before.add(a.seq_id)
+        sampled = tuple(
+            rid for rid in so.num_scheduled_tokens
+            if not SchedInternals.is_prefill_chunk(SchedInternals.request(sched, rid))
+        )
+        return Scheduled(
+            num_scheduled_tokens=dict(so.num_scheduled_tokens),
+            total_tokens=so.total_num_scheduled_tokens,
+            admissions=tuple(admissions),
+            new_block_ids=new_block_ids,
+            preempted=tuple(sorted(so.preempted_req_ids)),
+            sampled=sampled,
+        )
+
+    def _runner_output(self, so: Any, plain: Scheduled, token_for: Callable[[str], int]) -> Any:
+        """What a model runner returns for this batch: one sampled token per request whose
+        scheduled chunk reaches the end of its known tokens, none for a partial prefill."""
+        if so.total_num_scheduled_tokens == 0:
+            return import_scheduler().EMPTY_MODEL_RUNNER_OUTPUT
+        req_ids = list(so.num_scheduled_tokens)
+        sampled = set(plain.sampled)
+        return import_scheduler().ModelRunnerOutput(
+            req_ids=req_ids,
+            req_id_to_index={rid: i for i, rid in enumerate(req_ids)},
+            sampled_token_ids=[[token_for(rid)] if rid in sampled else [] for rid in req_ids],
+        )
+
+    def _update(self, so: Any, mro: Any) -> tuple[ReqOutput, ...]:
+        engine_outputs = self.scheduler.update_from_output(so, mro)
+        outs: list[ReqOutput] = []
+        for eco in engine_outputs.values():
+            for o in eco.outputs:
+                ps = o.prefill_stats
+                outs.append(ReqOutput(
+                    o.request_id, tuple(o.new_token_ids),
+                    str(o.finish_reason) if o.finish_reason is not None else None,
+                    ps.num_cached_tokens if ps is not None else None,
+                ))
+            stats = eco.scheduler_stats
+            if stats is not None and stats.prefix_cache_stats is not None:
+                self.cache.observe(stats.prefix_cache_stats)
+        return tuple(outs)
+
+
+    def _drain_events(self) -> list:
+        """KV events published by the scheduler, plus any still in the manager's queue
+        (events of a schedule() whose update has not run yet)."""
+        raw = list(self._collector.events)
+        self._collector.events.clear()
+        raw.extend(self.manager.take_events() or ())
+        return raw
+
+    def take_removed_count(self) -> int:
+        """Drain the KV events, counting only evicted hashes (headless fast path)."""
+        return events.count_removed(self._drain_events())
+
+    def take_events(self) -> tuple[KVEvent, ...]:
+        return events.convert(self._drain_events())
+
+    # -- reading the scheduler ---------------------------------------------------------------
+    def running_ids(self) -> list[str]:
+        return [r.request_id for r in SchedInternals.running(self.scheduler)]
+
+    def waiting_ids(self) -> list[str]:
+        return SchedInternals.waiting_ids(self.scheduler)
+
+    def progress(self, seq_id: str) -> tuple[int, int]:
+        req = SchedInternals.request(self.scheduler, seq_id)
+        return SchedInternals.progress(req) if req is not None else (0, 0)
+
+    # -- reading the pool: engine.vllm_v1.PoolReader, plus -------------------------------------
+    def used_blocks(self) -> int:
+        """Blocks held by requests (the null block excluded)."""
+        return self.settings.num_blocks - 1 - self._pool.get_num_free_blocks()
+
+    def info(self) -> SchedulerInfo:
+        return SchedulerInfo(
+            scheduler=self.scheduler_name,
+            async_scheduling=self.is_async,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            enable_chunked_prefill=self.enable_chunked_prefill,
+            max_model_len=self.max_model_len,
+            model_runner=self.model_runner,
+            iteration_time_s=self.serve.iteration_time_s,
+        )

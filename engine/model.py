@@ -1,0 +1,338 @@
+"""Step records: immutable data that the TUI, the headless report, the JSON export and the
+tests all read. A record never holds a vLLM object, so it is safe to hand to other threads
+and to send from another interpreter.
+
+Standard library only, Python 3.10 syntax: a V0 worker running under an older vLLM imports
+this module to build records in its own process.
+
+The pool is recorded as deltas (block id, slot before, slot after) so a cursor can walk
+backwards without re-running vLLM and without a copy of a 100k-block pool per step.
+Block tables, hits and events carry a KV cache group index, so a model with several
+groups (full attention and sliding window) fits the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRequest:
+    """One request of a trace, already tokenized.
+
+    ``index`` is the 0-based position among requests (blank lines skipped); ``line`` the
+    1-based line in the file, for messages. ``output_token_ids`` is known for native traces
+    that give it; otherwise only ``output_len`` is, and the replay synthesizes tokens that
+    can never match a prompt (an unknown reply cannot be a cache hit).
+    """
+
+    index: int
+    line: int
+    request_id: str
+    arrival_time: float
+    prompt_token_ids: tuple[int, ...]
+    output_token_ids: tuple[int, ...] | None = None
+    output_len: int = 0
+    conversation_id: str | None = None
+    turn: int | None = None
+    # Prompt text as given (prompt/messages formats), for display only; untrusted.
+    text: str | None = None
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        if self.output_token_ids is not None:
+            return len(self.output_token_ids)
+        return self.output_len
+
+
+class Slot(NamedTuple):
+    """One physical block as vLLM holds it."""
+
+    ref_cnt: int
+    block_hash: bytes | None  # the bare hash (as vLLM's KV events carry it), None: uncached
+    group: int = 0  # the KV cache group its hash was cached for
+
+
+FREE_SLOT = Slot(0, None)
+
+
+class PoolChange(NamedTuple):
+    block_id: int
+    before: Slot
+    after: Slot
+
+
+class EvictedBlock(NamedTuple):
+    block_id: int
+    block_hash: bytes  # the content it lost
+
+
+class BlockState(str, Enum):
+    """What happened to one logical block of a sequence at its admission step."""
+
+    HIT_FREE = "hit_free"  # prefix-cache hit on a block sitting in the free queue
+    HIT_SHARED = "hit_shared"  # prefix-cache hit on a block another sequence holds
+    NEW = "new"  # newly allocated from a block with no cached content
+    NEW_EVICTED = "new_evicted"  # newly allocated; vLLM evicted a cached block for it
+    PARTIAL = "partial"  # the tail block, not full, so never cached
+    RECOMPUTED = "recomputed"  # cached, but vLLM recomputes the last prompt token's block
+    HELD = "held"  # serve mode: allocated at an earlier step, still held
+
+    @property
+    def letter(self) -> str:
+        return _LETTERS[self]
+
+    @property
+    def is_hit(self) -> bool:
+        return self in (BlockState.HIT_FREE, BlockState.HIT_SHARED)
+
+
+_LETTERS = {
+    BlockState.HIT_FREE: "H",
+    BlockState.HIT_SHARED: "S",
+    BlockState.NEW: "N",
+    BlockState.NEW_EVICTED: "E",
+    BlockState.PARTIAL: "P",
+    BlockState.RECOMPUTED: "R",
+    BlockState.HELD: "=",
+}
+
+
+class SlotStatus(str, Enum):
+    """State of one physical block in the pool."""
+
+    NULL = "null"  # vLLM's reserved null block (id 0), never allocated
+    FREE = "free"  # in the free queue, no cached content
+    CACHED_FREE = "cached_free"  # in the free queue with a hash: evictor-resident
+    IN_USE = "in_use"  # ref_cnt > 0 (cached or not)
+
+
+def slot_status(block_id: int, slot: Slot, null_block_id: int | None = 0) -> SlotStatus:
+    if block_id == null_block_id:
+        return SlotStatus.NULL
+    if slot.ref_cnt > 0:
+        return SlotStatus.IN_USE
+    return SlotStatus.CACHED_FREE if slot.block_hash is not None else SlotStatus.FREE
+
+
+class Outcome(str, Enum):
+    OK = "ok"
+    NOT_FITTED = "not_fitted"  # allocate_slots returned None: the pool cannot hold it
+    TOO_LONG = "too_long"  # longer than max_model_len; vLLM would reject it on input
+    TRUNCATED = "truncated"  # prefill fitted, but decode ran out of blocks
+    ERROR = "error"  # vLLM raised; replay stops at this step
+
+    @property
+    def served(self) -> bool:
+        """The request got blocks (its tokens count in the totals)."""
+        return self in (Outcome.OK, Outcome.TRUNCATED)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTable:
+    """One sequence's block table in one KV cache group."""
+
+    group: int
+    block_ids: tuple[int, ...]
+    states: tuple[BlockState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SeqView:
+    """One live sequence's block tables at the end of a step, one per KV cache group."""
+
+    seq_id: str  # the id vLLM knows (unique even when trace ids repeat)
+    request_id: str  # the id from the trace (display)
+    tables: tuple[GroupTable, ...]
+    num_prompt_tokens: int
+    num_tokens: int  # tokens whose KV vLLM has computed (the last sampled one never is)
+    num_hit_tokens: int
+    num_prompt_blocks: int
+
+    # The first group is the one a single-group model has and the panes draw.
+    @property
+    def block_ids(self) -> tuple[int, ...]:
+        return self.tables[0].block_ids if self.tables else ()
+
+    @property
+    def states(self) -> tuple[BlockState, ...]:
+        return self.tables[0].states if self.tables else ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """What one trace request got at its admission: the per-request row of the report.
+    Counts only: the prompt's token ids stay with the trace request."""
+
+    request: TraceRequest
+    seq_id: str
+    outcome: Outcome
+    prompt_tokens: int
+    hit_tokens: int  # vLLM's num_computed_tokens from get_computed_blocks
+    hit_blocks: int
+    new_blocks: int  # physical blocks newly allocated for the prompt
+    output_blocks: int  # blocks newly allocated while decoding
+    evicted_blocks: int  # cached blocks vLLM evicted to make room (its BlockRemoved events)
+    prompt_blocks: int  # ceil(prompt_tokens / block_size)
+    recomputed_last_block: bool
+    output_tokens: int = 0
+    message: str = ""
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def sharing_fraction(self) -> float:
+        return self.hit_blocks / self.prompt_blocks if self.prompt_blocks else 0.0
+
+
+class EventKind(str, Enum):
+    STORED = "stored"
+    REMOVED = "removed"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class KVEvent:
+    """vLLM's KV-cache event, reduced to plain data (hashes as bytes)."""
+
+    kind: EventKind
+    block_hashes: tuple[bytes, ...] = ()
+    parent_hash: bytes | None = None
+    num_tokens: int = 0
+    group: int | None = None  # vLLM's group_idx (None: vLLM did not say)
+    medium: str | None = None  # vLLM's medium ("GPU", "CPU"; None: vLLM did not say)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Running totals after a step. Raw counts only; ratios live in engine.metrics."""
+
+    requests: int = 0
+    tokens: int = 0  # prompt tokens of admitted requests
+    blocks: int = 0  # sum of ceil(prompt_tokens / block_size)
+    blocks_reused: int = 0
+    blocks_new: int = 0
+    sum_request_sharing: float = 0.0  # for the average per-request sharing fraction
+    evictions: int = 0
+    not_fitted: int = 0  # not_fitted + too_long
+    errors: int = 0
+    # From vLLM's own PrefixCacheStats (tokens), and its CachingMetrics window.
+    queries: int = 0
+    hits: int = 0
+    recent_queries: int = 0
+    recent_hits: int = 0
+    preempted_queries: int = 0
+    preempted_hits: int = 0
+    preemptions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepError:
+    message: str  # one line
+    traceback: str
+
+
+class Resumed(NamedTuple):
+    seq_id: str
+    hit_tokens: int  # the prefix-cache hit of its re-admission (it recomputes the rest)
+
+
+@dataclass(frozen=True, slots=True)
+class ServePart:
+    """What one iteration of vLLM's real Scheduler did (serve-mode records only)."""
+
+    iteration: int  # scheduler iterations so far, this one included
+    scheduled_tokens: int
+    used_blocks: int  # blocks held by requests at the end of the iteration
+    arrived: tuple[str, ...] = ()  # seq ids added to vLLM's waiting queue
+    resumed: tuple[Resumed, ...] = ()  # preempted requests re-admitted
+    preempted: tuple[str, ...] = ()  # preempted by this iteration's schedule()
+    waiting: tuple[str, ...] = ()  # vLLM's waiting queue, head first
+    running: tuple[str, ...] = ()  # vLLM's running list, in its order
+    finished_results: tuple[RequestResult, ...] = ()  # final rows of requests that finished
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    index: int
+    clock: float  # trace time (s) at this step
+    admitted: tuple[RequestResult, ...]  # requests that got their prefix lookup this step
+    seqs: tuple[SeqView, ...]  # sequences holding blocks at the end of the step
+    finished: tuple[str, ...]  # seq ids freed during this step
+    evicted: tuple[EvictedBlock, ...]
+    events: tuple[KVEvent, ...]
+    pool_delta: tuple[PoolChange, ...]  # empty when replayed without detail
+    free_head: tuple[int, ...]  # the next blocks vLLM will hand out (evict), in order
+    num_free: int  # blocks in vLLM's free queue (cached-free included)
+    num_cached_free: int
+    totals: Totals
+    error: StepError | None = None
+    note: str = ""
+    serve: ServePart | None = None
+
+    @property
+    def request(self) -> RequestResult | None:
+        """The request this step is about (sequential mode has exactly one)."""
+        return self.admitted[0] if self.admitted else None
+
+    @property
+    def rows(self) -> tuple[RequestResult, ...]:
+        """The per-request rows this step completes: in sequential mode the admitted
+        request, in serve mode requests that finished or were rejected. Every request
+        gets exactly one row, so rows add up to the totals."""
+        if self.serve is None:
+            return self.admitted
+        rejected = tuple(r for r in self.admitted if not r.outcome.served)
+        return rejected + self.serve.finished_results
+
+    @property
+    def arrives(self) -> bool:
+        """A request reaches vLLM at this step (for the inspector's arrival jumps)."""
+        if self.serve is None:
+            return bool(self.admitted)
+        return bool(self.serve.arrived) or any(not r.outcome.served for r in self.admitted)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerInfo:
+    """vLLM's scheduler as serve mode built it (its settings after vLLM resolved them)."""
+
+    scheduler: str  # the class vLLM picked: Scheduler or AsyncScheduler
+    async_scheduling: bool
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    enable_chunked_prefill: bool
+    max_model_len: int
+    model_runner: str
+    iteration_time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSummary:
+    """Serve mode's run figures, beside the Totals every mode has. Raw counts only."""
+
+    info: SchedulerInfo
+    submitted: int = 0
+    finished: int = 0
+    rejected: int = 0
+    iterations: int = 0
+    model_iterations: int = 0
+    simulated_time_s: float = 0.0
+    resumed_lookups: int = 0  # vLLM's PrefixCacheStats.preempted_requests
+    peak_kv_blocks: int = 0
+    usable_blocks: int = 0  # the pool less vLLM's null block
+    output_tokens: int = 0
+    cached_token_mismatches: int = 0  # prefill_stats.num_cached_tokens != the admission hit
+
+
+def removed_count(events: tuple[KVEvent, ...] | list[KVEvent]) -> int:
+    """Hashes in BlockRemoved events: the cached blocks vLLM evicted."""
+    return sum(len(e.block_hashes) for e in events if e.kind is EventKind.REMOVED)

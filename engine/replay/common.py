@@ -1,0 +1,133 @@
+"""What the sequential and serve replays share: record assembly, the one block-state
+classifier, errors, synthesized output tokens, the step sentence."""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING
+
+from engine.model import (
+    BlockState,
+    EvictedBlock,
+    KVEvent,
+    Outcome,
+    PoolChange,
+    RequestResult,
+    SeqView,
+    ServePart,
+    StepError,
+    StepRecord,
+    Totals,
+    TraceRequest,
+)
+
+if TYPE_CHECKING:
+    from engine.backends.vllm_v1.manager import PoolReader
+    from engine.replay.pool_mirror import PoolMirror
+
+FREE_HEAD_LEN = 64  # how much of vLLM's free queue each record keeps for display
+SYNTH_TOKEN_BASE = 1 << 40  # synthesized output tokens live far above any vocabulary
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def synth_output_tokens(req: TraceRequest) -> tuple[int, ...]:
+    """Output tokens for a request that gives only output_len: unique to the request, so
+    they can never match a later prompt (an unknown reply cannot be a cache hit)."""
+    if req.output_token_ids is not None:
+        return req.output_token_ids
+    base = SYNTH_TOKEN_BASE + req.index * (1 << 24)
+    return tuple(range(base, base + req.output_len))
+
+
+def vllm_error(exc: BaseException, where: str = "inside vLLM") -> StepError:
+    """An exception at a step, as the record keeps it (call inside the except block)."""
+    return StepError(
+        message=f"{type(exc).__name__} {where}: {exc}".splitlines()[0],
+        traceback=traceback.format_exc(),
+    )
+
+
+def unserved(req: TraceRequest, seq_id: str, outcome: Outcome, block_size: int,
+             message: str) -> RequestResult:
+    """The row of a request that got no blocks (too long, not fitted, vLLM raised)."""
+    return RequestResult(
+        request=req, seq_id=seq_id, outcome=outcome, prompt_tokens=req.num_prompt_tokens,
+        hit_tokens=0, hit_blocks=0, new_blocks=0, output_blocks=0, evicted_blocks=0,
+        prompt_blocks=cdiv(req.num_prompt_tokens, block_size), recomputed_last_block=False,
+        message=message,
+    )
+
+
+def block_state(
+    i: int,
+    cached_before: bool,
+    *,
+    hits: list[BlockState] | tuple[BlockState, ...],
+    held: int,
+    computed: int,
+    block_size: int,
+    recomputed_index: int | None,
+) -> BlockState:
+    """The state of logical block ``i`` of a sequence: its prefix-cache hit (as the lookup
+    saw it), else held from an earlier step, else partial (not all its tokens computed:
+    never cached), else the recomputed last prompt block, else new, evicting cached
+    content if the block had any (``cached_before``: its slot in the mirror had a hash)."""
+    if i < len(hits):
+        return hits[i]
+    if i < held:
+        return BlockState.HELD
+    if (i + 1) * block_size > computed:
+        return BlockState.PARTIAL
+    if i == recomputed_index:
+        return BlockState.RECOMPUTED
+    return BlockState.NEW_EVICTED if cached_before else BlockState.NEW
+
+
+def make_record(
+    reader: PoolReader,
+    mirror: PoolMirror | None,
+    *,
+    index: int,
+    clock: float,
+    admitted: tuple[RequestResult, ...],
+    seqs: tuple[SeqView, ...],
+    finished: tuple[str, ...],
+    evicted: tuple[EvictedBlock, ...],
+    events: tuple[KVEvent, ...],
+    pool_delta: tuple[PoolChange, ...],
+    totals: Totals,
+    error: StepError | None,
+    note: str,
+    serve: ServePart | None = None,
+) -> StepRecord:
+    """A step record, with the pool's free queue read from vLLM at the end of the step."""
+    return StepRecord(
+        index=index, clock=clock, admitted=admitted, seqs=seqs, finished=finished,
+        evicted=evicted, events=events, pool_delta=pool_delta,
+        free_head=tuple(reader.free_queue(FREE_HEAD_LEN)),
+        num_free=reader.num_free_blocks(),
+        num_cached_free=mirror.num_cached_free if mirror is not None else -1,
+        totals=totals, error=error, note=note, serve=serve,
+    )
+
+
+def describe(r: RequestResult) -> str:
+    """One sentence saying what happened to a request, for the TUI and the report."""
+    if r.outcome is Outcome.ERROR:
+        return f"vLLM raised an error: {r.message}"
+    if r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG):
+        return f"did not fit: {r.message}"
+    parts = [f"{r.hit_blocks} of {r.prompt_blocks} blocks reused from cache"]
+    if r.recomputed_last_block:
+        parts.append("last block recomputed (vLLM always recomputes the last prompt token)")
+    new = r.new_blocks + r.output_blocks
+    if r.evicted_blocks:
+        parts.append(f"{new} new blocks evicted {r.evicted_blocks} cached blocks")
+    else:
+        parts.append(f"{new} new blocks")
+    if r.outcome is Outcome.TRUNCATED:
+        parts.append(r.message)
+    return "; ".join(parts)

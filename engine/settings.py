@@ -1,0 +1,117 @@
+"""What a replay is configured with: the block manager, serve mode's scheduler, the KV layout.
+
+Plain data, standard library only, Python 3.10 syntax: a V0 worker running under an older
+vLLM in its own interpreter imports this module too. Validation raises UserError (one line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from engine.errors import UserError
+
+HASH_ALGOS = ("sha256", "sha256_cbor", "xxhash", "xxhash_cbor")  # vLLM's PrefixCachingHashAlgo
+DEFAULT_HASH_ALGO = "sha256"  # vLLM's CacheConfig default
+
+# `vllm serve`'s batch defaults for a GPU it does not class as H100-sized
+# (EngineArgs.get_batch_defaults, UsageContext.OPENAI_API_SERVER). vLLM picks larger ones
+# on H100/H200/B200 hosts; a replay should not depend on the machine it runs on.
+DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+DEFAULT_ITERATION_TIME_S = 0.02
+
+
+class AttentionKind(str, Enum):
+    """The kind of one KV cache group (vLLM's KVCacheSpec subclasses)."""
+
+    FULL = "full"
+    SLIDING_WINDOW = "sliding_window"
+
+
+@dataclass(frozen=True)
+class KVGroup:
+    """One KV cache group: layers that share a block table (vLLM's KVCacheGroupSpec)."""
+
+    kind: AttentionKind = AttentionKind.FULL
+    sliding_window: int | None = None  # tokens, for SLIDING_WINDOW
+    layer_names: tuple[str, ...] = ("layer.0",)
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """The model's KV cache groups. Today every backend builds one full-attention group;
+    records index block tables by group so a hybrid layout needs no new schema."""
+
+    groups: tuple[KVGroup, ...] = (KVGroup(),)
+
+    def validate(self) -> None:
+        if not self.groups:
+            raise UserError("a KV layout needs at least one KV cache group")
+        for i, g in enumerate(self.groups):
+            if g.kind is AttentionKind.SLIDING_WINDOW and not (g.sliding_window or 0) > 0:
+                raise UserError(f"KV cache group {i}: a sliding window needs a window > 0")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """vLLM's block manager, named after vLLM's own flags."""
+
+    block_size: int = 16
+    num_blocks: int = 10000
+    max_model_len: int | None = None  # None: bounded only by the pool
+    enable_caching: bool = True
+    hash_algo: str = DEFAULT_HASH_ALGO
+    kv_events: bool = True
+    layout: KVLayout = field(default_factory=KVLayout)
+
+    @property
+    def effective_max_model_len(self) -> int:
+        if self.max_model_len is not None:
+            return self.max_model_len
+        # What vLLM's start-up check lets through: every block but the null block.
+        return self.block_size * (self.num_blocks - 1)
+
+    def validate(self) -> None:
+        if self.block_size < 1:
+            raise UserError(f"--block-size must be >= 1 (got {self.block_size})")
+        if self.num_blocks < 2:
+            # vLLM keeps block 0 as its null block; one more is the least that can hold a token.
+            raise UserError(f"--num-gpu-blocks-override must be >= 2 (got {self.num_blocks})")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise UserError(f"--max-model-len must be >= 1 (got {self.max_model_len})")
+        if self.hash_algo not in HASH_ALGOS:
+            raise UserError(
+                f"--prefix-caching-hash-algo must be one of {', '.join(HASH_ALGOS)} "
+                f"(got {self.hash_algo!r})"
+            )
+        self.layout.validate()
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """vLLM's scheduler knobs (None: as vLLM) and the simulated clock."""
+
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    enable_chunked_prefill: bool | None = None  # None: vLLM's default (on)
+    async_scheduling: bool | None = None  # None: as vLLM resolves it (AsyncScheduler)
+    iteration_time_s: float = DEFAULT_ITERATION_TIME_S  # simulated time per model step
+
+    def validate(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+        if not self.iteration_time_s > 0:
+            raise UserError(
+                f"the simulated iteration time must be > 0 (got {self.iteration_time_s})"
+            )
+
+
+def serve_max_model_len(settings: EngineSettings) -> int:
+    """vLLM refuses to start when one max-length sequence cannot fit in the pool (block 0
+    is the null block), so serve mode caps the default there."""
+    if settings.max_model_len is not None:
+        return settings.max_model_len
+    return settings.block_size * (settings.num_blocks - 1)

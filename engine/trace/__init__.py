@@ -1,0 +1,1 @@
+"""Traces: reading the native and Mooncake formats, tokenizing text, generating traces."""
