@@ -94,17 +94,58 @@ def test_multi_turn_shares_far_more_than_single_turn_on_sharegpt(tmp_path):
     assert _sharing(single) < 0.10
 
 
+def plain_vllm_prefill_hit_rate(requests, block_size: int, num_blocks: int):
+    """vLLM's own PrefixCacheStats over prefills alone, from its KVCacheManager driven
+    directly. Only for a pool that never evicts: then the (never-matching) output blocks
+    change no later hit, so decode can be left out."""
+    import torch
+    from vllm.sampling_params import SamplingParams
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.kv_cache_manager import KVCacheManager
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.request import Request
+
+    hash_fn = get_hash_fn_by_name("sha256")
+    init_none_hash(hash_fn)
+    spec = FullAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=1,
+                             dtype=torch.float16)
+    cfg = KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[],
+                        kv_cache_groups=[KVCacheGroupSpec(["l"], spec)])
+    m = KVCacheManager(cfg, max_model_len=block_size * num_blocks,
+                       scheduler_block_size=block_size, hash_block_size=block_size,
+                       enable_caching=True, log_stats=True)
+    hasher = get_request_block_hasher(block_size, hash_fn)
+    n_requests = hits = queries = 0
+    for i, tr in enumerate(requests):
+        r = Request(str(i), list(tr.prompt_token_ids), SamplingParams(max_tokens=1), None,
+                    block_hasher=hasher)
+        blocks, n, _ = m.get_computed_blocks(r)
+        assert m.allocate_slots(r, r.num_tokens - n, n, blocks) is not None
+        m.record_prefix_cache_stats(r, n)
+        stats = m.make_prefix_cache_stats()
+        n_requests, hits, queries = (n_requests + stats.requests, hits + stats.hits,
+                                     queries + stats.queries)
+        m.free(r)
+    return n_requests, hits, queries
+
+
 def test_mooncake_synthetic_hit_rate_matches_vllm():
-    # vLLM driven plainly on this trace (block 16, a pool that never evicts) gives a token
-    # hit rate of 65.12 %.
     path = shared("mooncake", "synthetic_trace.jsonl")
-    backend = V1Manager(EngineSettings(block_size=16, num_blocks=4_000_000))
+    num_blocks = 4_000_000  # never evicts
+    backend = V1Manager(EngineSettings(block_size=16, num_blocks=num_blocks))
     last = None
     for last in SequentialReplay(backend, TraceReader(path), detail=False):
         pass
     t = last.totals
-    assert t.requests == 3993 and t.evictions == 0 and t.not_fitted == 0
-    assert metrics.hit_rate(t) == pytest.approx(0.6512, abs=0.002)
+    with open(path, encoding="utf-8") as f:
+        lines = sum(1 for line in f if line.strip())
+    assert t.requests == lines and t.evictions == 0 and t.not_fitted == 0
+    n, hits, queries = plain_vllm_prefill_hit_rate(TraceReader(path), 16, num_blocks)
+    assert (t.hits, t.queries) == (hits, queries) and n == lines
+    # The Mooncake paper's Table 2 gives 66 % reusable input for this trace; vLLM's rule
+    # (full blocks only, last prompt token recomputed) lands a little under it.
+    assert 0.60 < metrics.hit_rate(t) < 0.66
 
 
 def test_mooncake_conversation_first_requests_equal_plain_vllm():
