@@ -37,25 +37,52 @@ def request_row(r: RequestResult) -> dict:
     }
 
 
-def check_writable(path: str | Path, force: bool) -> None:
-    """Fail before a long replay, not after it: never clobber a file unless --force."""
+def check_writable(path: str | Path, force: bool, inputs: tuple[str | Path, ...] = ()) -> None:
+    """Fail before a long replay, not after it: never clobber a file unless --force, never
+    the input (with or without --force), and only where a file can be written."""
     p = Path(path)
+    for src in inputs:
+        if _same_file(p, Path(src)):
+            raise UserError(f"{p}: is the input trace; choose another output file")
     if p.is_dir():
         raise UserError(f"{p}: is a directory")
     if p.exists() and not force:
         raise UserError(f"{p}: exists; pass --force to overwrite it")
-    if not p.parent.exists():
-        raise UserError(f"{p.parent}: no such directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise UserError(f"{parent}: no such directory")
+    # Probe with a real temp file: permission bits alone miss read-only mounts and /proc.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise UserError(f"{parent}: cannot write there ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | Path, obj: dict) -> None:
-    """Write to a temp file beside the target, then rename: never a half-written file."""
+    """Write to a temp file beside the target, then rename: never a half-written file.
+    The file gets the mode a plain open() would give it (mkstemp's is 0600)."""
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=1, ensure_ascii=True)
             fh.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""What --json does to the user's files: nothing lost, nothing half-written, one line when it
+cannot, and the trace's first line checked before vLLM loads (issue: what a new user hit)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tui.cli import main
+
+GOOD = b'{"prompt_token_ids": [1, 2, 3, 4, 5]}\n{"prompt_token_ids": [1, 2, 3, 4, 6]}\n'
+
+
+def _trace(tmp_path, data: bytes = GOOD):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_the_input_trace_is_never_the_output(tmp_path, capsys, force):
+    trace = _trace(tmp_path)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(trace)
+    for out in (trace, link):
+        code = main([str(trace), "--headless", "--no-progress", "--json", str(out)]
+                    + ["--force"] * force)
+        err = capsys.readouterr().err
+        assert code == 2 and "is the input trace" in err and "--force" not in err
+    assert trace.read_bytes() == GOOD
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_an_unwritable_directory_fails_before_the_replay(tmp_path, capsys, monkeypatch):
+    import engine.backends
+
+    built = []
+    monkeypatch.setattr(engine.backends.BackendEntry, "build", lambda self, o: built.append(o))
+    code = main([str(_trace(tmp_path)), "--headless", "--no-progress", "--json",
+                 "/proc/out.json"])
+    cap = capsys.readouterr()
+    assert code == 2 and built == []  # no replay ran
+    assert cap.err.startswith("prefix-tui: /proc: cannot write there")
+    assert "Traceback" not in cap.err + cap.out and len(cap.err.strip().splitlines()) == 1
+
+
+def test_json_honours_the_umask(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    old = os.umask(0o022)
+    try:
+        code = main([str(_trace(tmp_path)), "--headless", "--no-progress", "--json", str(out)])
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    assert code == 0 and json.loads(out.read_text())["totals"]["requests"] == 2
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_bad_first_line_stops_before_vllm_loads(tmp_path, capsys, monkeypatch):
+    import engine.backends
+
+    built = []
+    monkeypatch.setattr(engine.backends.BackendEntry, "build", lambda self, o: built.append(o))
+    trace = _trace(tmp_path, b'{"prompt_token_ids": []}\n' + GOOD)
+    out = tmp_path / "r.json"
+    code = main([str(trace), "--headless", "--no-progress", "--json", str(out)])
+    cap = capsys.readouterr()
+    assert code == 2 and built == [] and not out.exists()
+    assert cap.err.strip().splitlines()[-1].startswith(f"prefix-tui: {trace}:1:")
+    assert cap.out == ""  # no all-zero report
