@@ -84,7 +84,7 @@ def replay(path: Path, num_blocks: int) -> dict:
 
 
 def first_request_latency(path: Path) -> tuple[float, int]:
-    from engine.trace import TraceReader
+    from engine.trace.reader import TraceReader
 
     start = time.perf_counter()
     reader = TraceReader(path)

@@ -23,7 +23,7 @@ def _child(kind: str, trace: str, num_blocks: int, limit: int | None) -> dict:
     import itertools
 
     from engine.replay import SequentialReplay, synth_output_tokens
-    from engine.trace import TraceReader
+    from engine.trace.reader import TraceReader
     from engine.vllm_v1 import EngineSettings, V1Backend
 
     settings = EngineSettings(block_size=16, num_blocks=num_blocks)

@@ -22,14 +22,14 @@ TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/mooncake/conve
 
 def _requests(path: Path, limit: int | None):
     try:
-        from engine.trace import TraceReader
+        from engine.trace.reader import TraceReader
     except ImportError:  # the reader is not there: read the Mooncake lines directly
         return itertools.islice(_mooncake_lines(path), limit)
     return itertools.islice(TraceReader(path), limit)
 
 
 def _mooncake_lines(path: Path):
-    from engine import mooncake
+    from engine.trace import mooncake
 
     with open(path, encoding="utf-8") as f:
         index = 0

@@ -32,7 +32,7 @@ STEP_P95_GOAL_MS = 50.0
 def generated_trace(n: int = 1500, seed: int = 0):
     """Multi-turn chats: a shared 512-token system prompt, each turn resending the whole
     history (so later turns hit the cache), conversations interleaved."""
-    from engine.trace_types import TraceRequest
+    from engine.model import TraceRequest
 
     rnd = random.Random(seed)
     system = tuple(rnd.randrange(50_000) for _ in range(512))
@@ -52,10 +52,13 @@ def generated_trace(n: int = 1500, seed: int = 0):
     return out
 
 
-def _settings():
-    from engine.vllm_v1 import EngineSettings
+def _app_args():
+    """What the CLI hands the inspector: a registry entry and its build options."""
+    from engine.backends import BuildOptions, lookup
+    from engine.settings import EngineSettings
 
-    return EngineSettings(block_size=16, num_blocks=NUM_BLOCKS)
+    settings = EngineSettings(block_size=16, num_blocks=NUM_BLOCKS)
+    return lookup("v1", "sequential"), BuildOptions(settings)
 
 
 # -- children ------------------------------------------------------------------------------
@@ -70,7 +73,7 @@ def child_first_frame(launched_at: float) -> dict:
                 self.first = time.time()
                 self.call_later(self.exit)
 
-    app = FirstFrame(None, _settings(), requests=generated_trace(STEPS))
+    app = FirstFrame(None, *_app_args(), requests=generated_trace(STEPS))
     app.run(headless=True, size=(160, 50))
     return {"first_frame_s": (app.first or time.time()) - launched_at}
 
@@ -108,7 +111,7 @@ def child_steps() -> dict:
         return lambda: app.history.position == i and not app._show_scheduled and app.header.step == i + 1
 
     async def run() -> dict:
-        app = Timed(None, _settings(), requests=generated_trace())
+        app = Timed(None, *_app_args(), requests=generated_trace())
         async with app.run_test(size=(160, 50)) as pilot:
             await wait_until(pilot, lambda: len(app.history) >= 500 and app.history.position == 0, 300)
             latencies = []

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import engine.vllm_v1
-from engine.vllm_v1 import TESTED_VLLM_VERSION, V1Backend, import_vllm
+import engine.backends.vllm_v1.manager
+from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, import_vllm
+from engine.backends.vllm_v1.manager import V1Manager
 from tui.cli import main
 
 GOOD = b'{"prompt_token_ids": [1, 2, 3]}\n'
@@ -241,10 +242,10 @@ def _fail_on_third_call(real):
     return wrapper
 
 
-@pytest.mark.parametrize("target", ["adapter", "vllm"], ids=["V1Backend.allocate", "KVCacheManager.allocate_slots"])
+@pytest.mark.parametrize("target", ["adapter", "vllm"], ids=["V1Manager.allocate", "KVCacheManager.allocate_slots"])
 def test_vllm_failure_mid_replay(tmp_path, capsys, monkeypatch, target):
     if target == "adapter":
-        monkeypatch.setattr(V1Backend, "allocate", _fail_on_third_call(V1Backend.allocate))
+        monkeypatch.setattr(V1Manager, "allocate", _fail_on_third_call(V1Manager.allocate))
     else:
         from vllm.v1.core.kv_cache_manager import KVCacheManager
 
@@ -268,7 +269,7 @@ def test_vllm_failure_mid_replay(tmp_path, capsys, monkeypatch, target):
 
 
 def test_adapter_mismatch_is_one_line_naming_the_vllm_version(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(engine.vllm_v1, "check_internals",
+    monkeypatch.setattr(engine.backends.vllm_v1.manager, "check_manager",
                         lambda manager: ["KVCacheBlock.ref_cnt is not an int"])
     path = trace_path(tmp_path, GOOD)
     out = tmp_path / "r.json"
@@ -276,7 +277,8 @@ def test_adapter_mismatch_is_one_line_naming_the_vllm_version(tmp_path, capsys, 
     cap = capsys.readouterr()
     assert code == 2
     assert cap.err.strip().splitlines() == [
-        f"prefix-tui: vLLM {TESTED_VLLM_VERSION} differs from what prefix-tui's adapter knows "
+        f"prefix-tui: vLLM {TESTED_VLLM_VERSION}'s KV-cache manager differs from what "
+        f"prefix-tui's adapter knows "
         f"(tested with {TESTED_VLLM_VERSION}): KVCacheBlock.ref_cnt is not an int"
     ]
     assert "Traceback" not in cap.err + cap.out

@@ -4,8 +4,8 @@ against the engine's own records and metrics."""
 from __future__ import annotations
 
 from engine import metrics
-from engine.records import BlockState
-from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, at_step, chat_trace, eviction_trace, goto_step, wait_until
+from engine.model import BlockState
+from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, at_step, chat_trace, eviction_trace, goto_step, wait_until, inspector_app
 from tui.app import InspectorApp
 from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.events import EventsPanel
@@ -18,7 +18,7 @@ from tui.widgets.totals import TotalsPanel, totals_values
 
 
 def chat_app(**kw) -> InspectorApp:
-    return InspectorApp(None, CHAT, requests=chat_trace(), **kw)
+    return inspector_app(CHAT, requests=chat_trace(), **kw)
 
 
 def assert_shows(app: InspectorApp, index: int) -> None:
@@ -182,7 +182,7 @@ async def test_select_row_jumps_to_step():
 
 
 async def test_eviction_step_shows_e_and_removed_events():
-    app = InspectorApp(None, TINY, requests=eviction_trace())
+    app = inspector_app(TINY, requests=eviction_trace())
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_step(pilot, app, EVICTION_STEP)
         rec = app.history.current
@@ -219,13 +219,13 @@ async def test_help_and_error_screens():
 
 async def test_not_fitted_request_is_shown_and_app_keeps_going():
     reqs = eviction_trace()[:2]
-    from engine.trace_types import TraceRequest
+    from engine.model import TraceRequest
 
     huge = TraceRequest(index=2, line=3, request_id="huge", arrival_time=2.0,
                         prompt_token_ids=tuple(range(9000, 9000 + 200)), output_len=1)
     after = TraceRequest(index=3, line=4, request_id="after", arrival_time=3.0,
                          prompt_token_ids=tuple(range(20)), output_len=1)
-    app = InspectorApp(None, TINY, requests=[*reqs, huge, after])
+    app = inspector_app(TINY, requests=[*reqs, huge, after])
     async with app.run_test(size=(120, 40)) as pilot:
         await goto_step(pilot, app, 2)
         assert "did not fit" in app.history.current.note
@@ -271,7 +271,7 @@ async def test_requests_table_fills_results_up_to_the_furthest_step():
 
 
 async def test_error_inside_vllm_is_shown_at_its_step(monkeypatch):
-    from engine.vllm_v1 import V1Backend
+    from engine.backends.vllm_v1.manager import V1Manager as V1Backend
 
     real = V1Backend.allocate
 
@@ -297,7 +297,8 @@ async def test_error_inside_vllm_is_shown_at_its_step(monkeypatch):
 
 
 async def test_engine_that_cannot_start_leaves_the_trace_browsable(monkeypatch):
-    from engine.vllm_v1 import AdapterMismatch, V1Backend
+    from engine.backends.vllm_v1.internals import AdapterMismatch
+    from engine.backends.vllm_v1.manager import V1Manager as V1Backend
 
     def broken(self, settings, verbose=False):
         raise AdapterMismatch("vLLM 9.9 differs from what prefix-tui's adapter knows")
@@ -321,7 +322,7 @@ async def test_trace_file_with_a_bad_line_replays_what_came_before(tmp_path):
     lines = [json.dumps({"request_id": f"q{i}", "prompt_token_ids": list(range(1, 10 + i))})
              for i in range(3)]
     path.write_text("\n".join(lines) + "\n{not json\n")
-    app = InspectorApp(str(path), CHAT)
+    app = inspector_app(CHAT, str(path))
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_until(pilot, lambda: app.feed.replay_done and app.trace_error is not None)
         assert app.trace_error.startswith(f"{path}:4: ")
@@ -339,8 +340,8 @@ def test_run_inspector_fails_before_the_screen_on_a_missing_trace(tmp_path):
     import pytest
 
     from engine.errors import UserError
-    from engine.session import add_engine_arguments
-    from tui.inspector import run_inspector
+    from engine.options import add_engine_arguments
+    from tui.launch import run_inspector
 
     parser = argparse.ArgumentParser()
     parser.add_argument("trace")

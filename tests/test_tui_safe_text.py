@@ -6,8 +6,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.geometry import Region
 
-from engine.trace_types import TraceRequest
-from tests.test_tui_support import CHAT, at_step, wait_until
+from engine.model import TraceRequest
+from tests.test_tui_support import CHAT, at_step, wait_until, inspector_app
 from tui.app import InspectorApp
 from tui.widgets.request_panel import RequestPanel
 from tui.widgets.safe import safe_text
@@ -40,7 +40,7 @@ async def test_nasty_request_id_and_text_show_literally():
         prompt_token_ids=tuple(range(1, 10)), output_len=2,
         conversation_id="conv\x1b]0;title\x07", turn=0, text=NASTY,
     )
-    app = InspectorApp(None, CHAT, requests=[req])
+    app = inspector_app(CHAT, requests=[req])
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_until(pilot, at_step(app, 0))
         panel = app.query_one(RequestPanel)

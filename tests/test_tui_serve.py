@@ -9,10 +9,10 @@ import argparse
 
 import pytest
 
-from engine.records import BlockState
-from engine.serve import next_arrival, next_finish, prev_arrival, prev_finish
-from engine.session import add_engine_arguments
-from tests.test_tui_support import at_serve_step, goto_serve_step, serve_app, serve_trace, wait_until
+from engine.model import BlockState
+from engine.replay.steps import next_arrival, next_finish, prev_arrival, prev_finish
+from engine.options import add_engine_arguments
+from tests.test_tui_support import at_serve_step, goto_serve_step, serve_app, serve_trace, wait_until, inspector_app
 from tui.widgets import palette
 from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.running_tables import RunningTables
@@ -27,7 +27,7 @@ def assert_serve_shows(app, index: int) -> None:
     tables = app.query_one(RunningTables)
     rows = tables.rows()
     assert [(sid, ids) for sid, _g, ids in rows] == [(s.seq_id, s.block_ids) for s in rec.seqs]
-    assert [s.seq_id for s in rec.seqs] == list(rec.running)  # vLLM's running order
+    assert [s.seq_id for s in rec.seqs] == list(rec.serve.running)  # vLLM's running order
     for (_sid, glyphs, _ids), seq in zip(rows, rec.seqs):
         for glyph, state, bid in zip(glyphs, seq.states, seq.block_ids):
             if state is BlockState.HELD and app.history.slot(bid)[0] > 1:
@@ -39,16 +39,16 @@ def assert_serve_shows(app, index: int) -> None:
     running_at = lines.index(next(ln for ln in lines if ln.startswith("running ")))
     waiting_at = lines.index(next(ln for ln in lines if ln.startswith("waiting ")))
     shown_running = [ln[2:].split()[0] for ln in lines[running_at + 1: waiting_at]]
-    assert shown_running == [rid[s] for s in rec.running]
-    assert [ln.split()[0] for ln in lines[waiting_at + 1:]] == [rid[s] for s in rec.waiting]
-    if len(rec.running) > 1:  # the last one is marked as vLLM's next preemption victim
-        assert lines[waiting_at - 1].startswith(f"▸ {rid[rec.running[-1]]} ")
+    assert shown_running == [rid[s] for s in rec.serve.running]
+    assert [ln.split()[0] for ln in lines[waiting_at + 1:]] == [rid[s] for s in rec.serve.waiting]
+    if len(rec.serve.running) > 1:  # the last one is marked as vLLM's next preemption victim
+        assert lines[waiting_at - 1].startswith(f"▸ {rid[rec.serve.running[-1]]} ")
     totals = app.query_one(TotalsPanel)
     assert totals.values == {**totals_values(rec.totals), **serve_values(rec.totals)}
     it = app.header.iteration
-    assert it["iteration"] == rec.extra["iteration"] and it["clock"] == rec.clock
-    assert it["used_blocks"] == rec.extra["used_blocks"]
-    assert it["scheduled_tokens"] == rec.extra["scheduled_tokens"]
+    assert it["iteration"] == rec.serve.iteration and it["clock"] == rec.clock
+    assert it["used_blocks"] == rec.serve.used_blocks
+    assert it["scheduled_tokens"] == rec.serve.scheduled_tokens
 
 
 async def test_every_step_shows_its_record():
@@ -95,7 +95,7 @@ async def test_preemption_shows_in_the_queues_and_totals():
         records = app.history.records
         k = next(r.index for r in records if r.preempted)
         rec = records[k]
-        assert rec.preempted == ("4",) and records[k - 1].running[-1] == "4"  # the last one
+        assert rec.serve.preempted == ("4",) and records[k - 1].serve.running[-1] == "4"  # the last one
         await goto_serve_step(pilot, app, k - 1)
         assert "▸ q4 " in "\n".join(app.query_one(ServePanel).lines())
         await goto_serve_step(pilot, app, k)
@@ -108,8 +108,8 @@ async def test_preemption_shows_in_the_queues_and_totals():
         totals = app.query_one(TotalsPanel).values
         assert totals["preemptions"] == "1"
         # Resumed: vLLM's prefix lookup again, counted apart as preempted hits / queries.
-        r = next(r.index for r in records if r.extra["resumed"])
-        (seq_id, cached), = records[r].extra["resumed"]
+        r = next(r.index for r in records if r.serve.resumed)
+        (seq_id, cached), = records[r].serve.resumed
         await goto_serve_step(pilot, app, r)
         assert any(ln.startswith("↻ resumed   q4") and f"{cached:,} cached tok" in ln
                    for ln in app.query_one(ServePanel).lines())
@@ -159,7 +159,7 @@ async def test_serve_keys_only_in_serve_mode():
     from tests.test_tui_support import CHAT, chat_trace
     from tui.app import InspectorApp
 
-    app = InspectorApp(None, CHAT, requests=chat_trace())
+    app = inspector_app(CHAT, requests=chat_trace())
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.pause()
         assert app.check_action("arrival", (1,)) is False
@@ -189,7 +189,7 @@ async def test_find_goes_to_the_step_a_request_arrives():
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_serve_step(pilot, app, 0)
         await pilot.press("slash", *"q5", "enter")
-        want = next(r.index for r in app.history.records if "5" in r.extra["arrived"])
+        want = next(r.index for r in app.history.records if "5" in r.serve.arrived)
         await wait_until(pilot, at_serve_step(app, want))
 
 
@@ -216,14 +216,15 @@ def _pilot_args(*argv: str) -> argparse.Namespace:
 def test_run_inspector_passes_serve_mode_and_flags(tmp_path, monkeypatch):
     from engine.errors import UserError
     from tui.app import InspectorApp
-    from tui.inspector import run_inspector
+    from tui.launch import run_inspector
 
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"prompt_token_ids": [1, 2, 3]}\n')
     seen = {}
 
     def run(self):  # noqa: ANN001, ANN202 - stands in for App.run
-        seen.update(mode=self.mode, serve=self.serve_settings, feed=self.feed.mode)
+        seen.update(mode=self.entry.mode, serve=self.serve_settings,
+                    feed=self.feed.entry.mode)
 
     monkeypatch.setattr(InspectorApp, "run", run)
     args = _pilot_args(str(trace), "--mode", "serve", "--max-num-seqs", "3", "--no-async-scheduling")
@@ -243,15 +244,17 @@ async def test_running_tables_at_scale_draw_one_line_per_sequence():
 
     from textual.app import App
 
-    from engine.records import SeqView
+    from engine.model import GroupTable, SeqView, Slot
 
     seqs = [
-        SeqView(seq_id=str(k), request_id=f"r{k}", block_ids=tuple(range(1 + k * 100, 101 + k * 100)),
-                states=(BlockState.HELD,) * 99 + (BlockState.PARTIAL,), num_prompt_tokens=1500,
+        SeqView(seq_id=str(k), request_id=f"r{k}",
+                tables=(GroupTable(0, tuple(range(1 + k * 100, 101 + k * 100)),
+                                   (BlockState.HELD,) * 99 + (BlockState.PARTIAL,)),),
+                num_prompt_tokens=1500,
                 num_tokens=1590, num_hit_tokens=0, num_prompt_blocks=94)
         for k in range(256)
     ]
-    pool = [(1, None)] * (1 + 256 * 100)
+    pool = [Slot(1, None)] * (1 + 256 * 100)
 
     class Host(App):
         def compose(self):
@@ -276,7 +279,7 @@ async def test_running_tables_at_scale_draw_one_line_per_sequence():
 
 
 async def test_error_inside_vllm_is_shown_at_its_iteration(monkeypatch):
-    from engine.vllm_v1_sched import SchedBackend
+    from engine.backends.vllm_v1.scheduler import V1Scheduler as SchedBackend
     from tui.widgets.modals import ErrorScreen
 
     real = SchedBackend.step
@@ -304,7 +307,7 @@ async def test_error_inside_vllm_is_shown_at_its_iteration(monkeypatch):
 
 
 async def test_arrival_key_waits_for_records_the_paced_replay_has_not_made(monkeypatch):
-    from tui.inspector import Feed
+    from tui.feed import Feed
 
     monkeypatch.setattr(Feed, "RUN_AHEAD", 2)  # the replay stays 2 iterations ahead
     app = serve_app()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.test_tui_support import (
+    inspector_app,
     CHAT,
     EVICTION_STEP,
     TINY,
@@ -40,24 +41,24 @@ def _at(index: int, *keys: str):
 
 
 def test_main_screen_80x24(snap_compare):
-    app = InspectorApp(None, CHAT, requests=chat_trace())
+    app = inspector_app(CHAT, requests=chat_trace())
     assert snap_compare(app, terminal_size=(80, 24), run_before=_at(6))
 
 
 def test_main_screen_160x50(snap_compare):
     # The last step: a resent prompt, all hits but the recomputed last block (R).
     trace = chat_trace()
-    app = InspectorApp(None, CHAT, requests=trace)
+    app = inspector_app(CHAT, requests=trace)
     assert snap_compare(app, terminal_size=(160, 50), run_before=_at(len(trace) - 1))
 
 
 def test_help_screen(snap_compare):
-    app = InspectorApp(None, CHAT, requests=chat_trace())
+    app = inspector_app(CHAT, requests=chat_trace())
     assert snap_compare(app, terminal_size=(120, 40), run_before=_at(0, "question_mark"))
 
 
 def test_eviction_step_160x50(snap_compare):
-    app = InspectorApp(None, TINY, requests=eviction_trace())
+    app = inspector_app(TINY, requests=eviction_trace())
     assert snap_compare(app, terminal_size=(160, 50), run_before=_at(EVICTION_STEP))
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from engine.trace_types import TraceRequest
-from engine.vllm_v1 import EngineSettings
+from engine.model import TraceRequest
+from engine.backends import BuildOptions, lookup
+from engine.settings import EngineSettings, ServeSettings
 
 CHAT = EngineSettings(block_size=4, num_blocks=64)
 TINY = EngineSettings(block_size=4, num_blocks=24)
@@ -73,10 +74,18 @@ def serve_trace() -> list[TraceRequest]:
     ]
 
 
-def serve_app(**kw):
+def inspector_app(settings: EngineSettings, trace_path: str | None = None, *,
+                  mode: str = "sequential", serve: ServeSettings | None = None, **kw):
+    """The inspector as the CLI builds it: a registry entry and its build options."""
     from tui.app import InspectorApp
 
-    return InspectorApp(None, TINY, requests=serve_trace(), mode="serve", **kw)
+    entry = lookup("v1", mode)
+    options = BuildOptions(settings, serve if entry.uses_scheduler else None, False)
+    return InspectorApp(trace_path, entry, options, **kw)
+
+
+def serve_app(**kw):
+    return inspector_app(TINY, mode="serve", requests=serve_trace(), **kw)
 
 
 async def wait_until(pilot, cond: Callable[[], bool], timeout: float = 120.0) -> None:

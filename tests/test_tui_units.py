@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.records import BlockState, KVEvent, SeqView, StepRecord, Totals
+from engine.model import BlockState, GroupTable, KVEvent, SeqView, Slot, StepRecord, Totals
 from tests.conftest import req
 from tui.app import find_request
 from tui.widgets import palette
@@ -48,7 +48,8 @@ def test_events_name_the_block_each_hash_is_in():
         index=0, clock=0.0, admitted=(), seqs=(), finished=(), evicted=((7, gone),),
         events=(KVEvent("stored", (h1, h2), parent_hash=None, num_tokens=8),
                 KVEvent("removed", (gone,))),
-        pool_delta=((3, (0, None), (1, h1)), (4, (0, None), (1, h2)), (7, (0, gone), (1, None))),
+        pool_delta=((3, Slot(0, None), Slot(1, h1)), (4, Slot(0, None), Slot(1, h2)),
+                    (7, Slot(0, gone), Slot(1, None))),
         free_head=(), num_free=0, num_cached_free=0, totals=Totals(),
     )
     where = hash_to_block(rec)
@@ -70,29 +71,29 @@ def test_scan_block_collects_uses_cache_and_evictions():
     r0, r1 = req(0, range(8), output_len=0), req(1, range(8), output_len=0)
 
     def step(i, r, states, delta=(), evicted=()):
-        from engine.records import Outcome, RequestResult
+        from engine.model import Outcome, RequestResult
 
         result = RequestResult(
             request=r, seq_id=str(i), outcome=Outcome.OK, prompt_tokens=8, hit_tokens=0,
             hit_blocks=0, new_blocks=2, output_blocks=0, evicted_blocks=0, prompt_blocks=2,
             recomputed_last_block=False,
         )
-        seq = SeqView(str(i), r.request_id, (1, 2), states, 8, 8, 0, 2)
+        seq = SeqView(str(i), r.request_id, (GroupTable(0, (1, 2), states),), 8, 8, 0, 2)
         return StepRecord(index=i, clock=float(i), admitted=(result,), seqs=(seq,), finished=(),
                           evicted=evicted, events=(), pool_delta=delta, free_head=(), num_free=0,
                           num_cached_free=0, totals=Totals())
 
     N, H = BlockState.NEW, BlockState.HIT_FREE
     records = [
-        step(0, r0, (N, N), delta=((2, (0, None), (1, h)),)),
+        step(0, r0, (N, N), delta=((2, Slot(0, None), Slot(1, h)),)),
         step(1, r1, (H, H)),
         step(2, r1, (N, N), evicted=((2, h),)),
     ]
-    report = scan_block(records, 2, 2, (1, h), block_size=4)
+    report = scan_block(records, 2, 2, Slot(1, h), block_size=4)
     assert report.cached == (0,) and report.reused == (1,) and report.evicted == (2,)
     assert report.num_uses == 3 and report.state is N and report.position == 1
     assert report.token_ids == (4, 5, 6, 7) and report.first_token == 4
-    early = scan_block(records, 0, 2, (1, h), block_size=4)
+    early = scan_block(records, 0, 2, Slot(1, h), block_size=4)
     assert early.reused == () and early.num_uses == 1
 
 

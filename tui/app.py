@@ -1,6 +1,6 @@
 """The inspector app: layout, keys, and the cursor over recorded steps.
 
-Threads: three workers run the Feed (tui/inspector.py): reading the trace, importing
+Threads: three workers run the Feed (tui/feed.py): reading the trace, importing
 vLLM / building the pool, and replaying. They post messages (tui/messages.py); this
 class handles them on the UI thread, copies new records into the History and redraws.
 Attributes go down (``feed.want``), messages come up; no worker touches a widget.
@@ -32,12 +32,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine import serve as serve_steps
-from engine.history import History
-from engine.records import BlockState, Outcome, StepRecord
-from engine.trace_types import TraceRequest
-from engine.vllm_v1 import EngineSettings
-from tui.inspector import Feed
+from engine.backends import BackendEntry, BuildOptions
+from engine.model import BlockState, Outcome, StepRecord, TraceRequest
+from engine.replay import steps as serve_steps
+from engine.replay.history import History
+from engine.replay.protocol import View
+from tui.feed import Feed
 from tui.messages import (
     BlockClicked,
     BlockReport,
@@ -110,25 +110,23 @@ class InspectorApp(App[int]):
     def __init__(
         self,
         trace_path: str | None,
-        settings: EngineSettings,
+        entry: BackendEntry,
+        options: BuildOptions,
         *,
         tokenizer_name: str | None = None,
         trace_block_size: int = 512,
-        verbose: bool = False,
         requests: Iterable[TraceRequest] | None = None,
-        mode: str = "sequential",
-        serve=None,  # noqa: ANN001 - engine.vllm_v1_sched.ServeSettings (None: vLLM's defaults)
     ) -> None:
         super().__init__()
+        settings = options.settings
         self.settings = settings
-        self.mode = mode
-        self.serve_settings = serve
+        self.entry = entry
+        self.serve_settings = options.serve
         self.trace_name = Path(trace_path).name if trace_path else "(requests)"
         self.tokenizer_name = tokenizer_name
         self.feed = Feed(
-            self.post_message, trace_path, settings, tokenizer_name=tokenizer_name,
-            trace_block_size=trace_block_size, verbose=verbose, requests=requests,
-            mode=mode, serve=serve,
+            self.post_message, trace_path, entry, options, tokenizer_name=tokenizer_name,
+            trace_block_size=trace_block_size, requests=requests,
         )
         # A checkpoint is a copy of the pool: keep them to ~1 MB-equivalent each interval.
         self.history = History(settings.num_blocks, checkpoint_every=max(512, settings.num_blocks // 64))
@@ -160,7 +158,7 @@ class InspectorApp(App[int]):
 
     @property
     def serving(self) -> bool:
-        return self.mode == "serve"
+        return self.entry.view is View.SERVE
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -172,7 +170,7 @@ class InspectorApp(App[int]):
         if serving:  # until vLLM says, the class its settings resolve to
             sync = self.serve_settings is not None and self.serve_settings.async_scheduling is False
             scheduler = "Scheduler" if sync else "AsyncScheduler"
-        self.header = InspectorHeader(self.trace_name, s, mode=self.mode, scheduler=scheduler, id="header")
+        self.header = InspectorHeader(self.trace_name, s, mode=self.entry.mode, scheduler=scheduler, id="header")
         self.request_panel = RequestPanel(s.block_size, serve=serving, id="request")
         # Sequential: the step's request's block table and the requests table. Serve: every
         # running sequence's block table and the queues pane.
@@ -276,7 +274,7 @@ class InspectorApp(App[int]):
         worker = get_current_worker()
         decode = None
         if text_trace:
-            from engine.tokenize import load_tokenizer
+            from engine.trace.tokenize import load_tokenizer
 
             try:
                 decode = load_tokenizer(self.tokenizer_name).decode
@@ -338,8 +336,8 @@ class InspectorApp(App[int]):
         self.vllm_version = msg.vllm_version
         self.engine_status = "ready"
         self.header.update_state(vllm_version=msg.vllm_version)
-        if msg.info.get("scheduler"):
-            self.header.update_state(scheduler=msg.info["scheduler"])
+        if msg.info is not None:
+            self.header.update_state(scheduler=msg.info.scheduler)
         self._run_replay()
         self._update_status()
 
@@ -356,7 +354,7 @@ class InspectorApp(App[int]):
             usable = max(1, self.settings.num_blocks - 1)
             for rec in new:
                 self.history.append(rec)
-                self._hit_series.append(rec.extra.get("used_blocks", 0) / usable)  # KV usage
+                self._hit_series.append((rec.serve.used_blocks if rec.serve else 0) / usable)  # KV usage
             preempted_index(new, self._preempted_at)
             self.header.update_state(total=len(self.history), total_final=msg.done)
         else:
@@ -502,11 +500,12 @@ class InspectorApp(App[int]):
         self._furthest = max(self._furthest, i)
         self.free_queue.show(rec, pool)
         self.events_panel.show(rec)
-        x = rec.extra
-        self.header.update_state(step=i + 1, iteration={
-            "iteration": x.get("iteration", i + 1), "clock": rec.clock,
-            "scheduled_tokens": x.get("scheduled_tokens", 0), "used_blocks": x.get("used_blocks", 0),
-        })
+        x = rec.serve
+        if x is not None:
+            self.header.update_state(step=i + 1, iteration={
+                "iteration": x.iteration, "clock": rec.clock,
+                "scheduled_tokens": x.scheduled_tokens, "used_blocks": x.used_blocks,
+            })
         if self.selected_block is not None:
             self._inspect(self.selected_block)
         if self._playing and rec.error is not None:
@@ -742,7 +741,7 @@ class InspectorApp(App[int]):
             return None
         seq_id = str(req_index)
         for rec in self.history.records:
-            if seq_id in rec.extra.get("arrived", ()) or any(r.seq_id == seq_id for r in rec.admitted):
+            if (rec.serve is not None and seq_id in rec.serve.arrived) or any(r.seq_id == seq_id for r in rec.admitted):
                 return rec.index
         return None
 

@@ -11,10 +11,9 @@ import argparse
 import sys
 
 from engine.errors import UserError
-from engine.session import add_engine_arguments
+from engine.options import add_engine_arguments
+from tui.exit_codes import EXIT_INTERRUPTED
 from tui.widgets.safe import safe_text
-
-EXIT_OK, EXIT_VLLM_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _main_parser() -> argparse.ArgumentParser:
@@ -33,7 +32,7 @@ def _main_parser() -> argparse.ArgumentParser:
 
 
 def _gen_parser() -> argparse.ArgumentParser:
-    from engine.generate import add_gen_arguments
+    from engine.trace.generate import add_gen_arguments
 
     p = argparse.ArgumentParser(prog="prefix-tui gen", description="Write a synthetic trace.")
     add_gen_arguments(p)
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "gen":
-            from engine.generate import run_gen
+            from engine.trace.generate import run_gen
 
             return run_gen(_gen_parser().parse_args(argv[1:]))
         if argv and argv[0] == "compare":
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_headless(args)
         if args.json:
             raise UserError("--json goes with --headless")
-        from tui.inspector import run_inspector
+        from tui.launch import run_inspector
 
         return run_inspector(args)
     except UserError as err:

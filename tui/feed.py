@@ -1,4 +1,4 @@
-"""The interactive inspector: its entry point, and the Feed that drives the engine.
+"""The Feed: the engine side of the inspector, built from a backend registry entry.
 
 The Feed is the engine side of the app. Its methods are the bodies of the app's thread
 workers; they never touch a widget. They append to two lists the UI only reads
@@ -7,29 +7,29 @@ consistent) and post messages from tui.messages. The UI steers them through two
 attributes: ``want()`` (how many records it needs) and ``close()`` (cancel everything).
 
     read_trace   TraceReader -> requests      (runs ahead of the replay by READ_AHEAD)
-    start_engine import vLLM, build V1Backend (~6 s; the UI is up and browsable meanwhile)
-    run_replay   SequentialReplay -> records  (runs ahead of the cursor by RUN_AHEAD)
+    start_engine the entry's factory: import vLLM, build its pool (~6 s; the UI is up and
+                 browsable meanwhile)
+    run_replay   backend.replay(...) -> records (runs ahead of the cursor by RUN_AHEAD)
 
-Serve mode (``mode="serve"``) builds vLLM's Scheduler (engine.vllm_v1_sched.SchedBackend)
-and replays with engine.serve.ServeReplay: one record per scheduler iteration, so a record
-is no longer a request. The replay is then paced by records (it pauses between two
-iterations once RUN_AHEAD records lie beyond the cursor), and the reader by the requests
-the replay has taken.
+The Feed never asks which backend it drives, only how its records are paced
+(engine.replay.protocol.Pacing): one record per request (the replay is paced by the
+requests it is handed), or one per scheduler iteration (the replay pauses between two
+iterations once RUN_AHEAD records lie beyond the cursor, and the reader is paced by the
+requests the replay has taken).
 """
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from engine.backends import BackendEntry, BuildOptions
 from engine.errors import UserError
-from engine.records import StepRecord
-from engine.trace_types import TraceRequest
-from engine.vllm_v1 import EngineSettings
+from engine.model import StepRecord, TraceRequest
+from engine.replay.protocol import Backend, Pacing
 from tui.messages import (
     EngineFailed,
     EngineReady,
@@ -52,25 +52,21 @@ class Feed:
         self,
         post: Callable[[Any], object],
         trace_path: str | None,
-        settings: EngineSettings,
+        entry: BackendEntry,
+        options: BuildOptions,
         *,
         tokenizer_name: str | None = None,
         trace_block_size: int = 512,
-        verbose: bool = False,
         requests: Iterable[TraceRequest] | None = None,
-        mode: str = "sequential",
-        serve: Any = None,
     ) -> None:
-        if mode not in ("sequential", "serve"):
-            raise ValueError(f"unknown replay mode {mode!r}")
         self.post = post
-        self.mode = mode
-        self.serve = serve  # engine.vllm_v1_sched.ServeSettings (serve mode; None: vLLM's)
+        self.entry = entry
+        self.options = options
+        self.per_request = entry.pacing is Pacing.PER_REQUEST
         self.trace_path = trace_path
-        self.settings = settings
+        self.settings = options.settings
         self.tokenizer_name = tokenizer_name
         self.trace_block_size = trace_block_size
-        self.verbose = verbose
         self._given = requests
         self.requests: list[TraceRequest] = []
         self.records: list[StepRecord] = []
@@ -78,7 +74,7 @@ class Feed:
         self.read_error: str | None = None
         self.replay_done = False
         self.text_trace = False  # prompts came as text: the inspector decodes tokens
-        self.backend: Any = None
+        self.backend: Backend | None = None
         self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -116,7 +112,7 @@ class Feed:
         if self._given is not None:
             source: Iterable[TraceRequest] = self._given
         else:
-            from engine.trace import TraceReader
+            from engine.trace.reader import TraceReader
 
             reader = TraceReader(
                 self.trace_path,
@@ -161,7 +157,7 @@ class Feed:
     def _read_demand(self) -> int:
         """Requests the replay needs now (the reader runs READ_AHEAD beyond). Under the
         lock."""
-        if self.mode == "serve":
+        if not self.per_request:
             return self._consumed  # records are iterations: they say nothing of requests
         return max(self._want, len(self.records))
 
@@ -174,50 +170,34 @@ class Feed:
 
     # -- worker: build the engine ---------------------------------------------------------------
     def start_engine(self) -> None:
-        from engine.vllm_v1 import V1Backend, import_vllm
+        from engine.backends.vllm_v1.imports import import_vllm
 
         try:
             self.post(EngineStatus("importing vLLM"))
-            version = _in_daemon_thread(lambda: import_vllm(self.verbose), self.cancel)
+            _in_daemon_thread(lambda: import_vllm(self.options.verbose), self.cancel)
             if self.cancel.is_set():
                 return
-            if self.mode == "serve":
-                from engine.vllm_v1_sched import SchedBackend
-
-                self.post(EngineStatus(
-                    f"building vLLM's scheduler, pool of {self.settings.num_blocks:,} blocks"
-                ))
-                self.backend = SchedBackend(self.settings, self.serve, verbose=self.verbose)
-                self.post(EngineReady(version, self.backend.describe()))
-                return
-            self.post(EngineStatus(f"building vLLM's pool of {self.settings.num_blocks:,} blocks"))
-            self.backend = V1Backend(self.settings, self.verbose)
+            self.post(EngineStatus(
+                f"building {self.entry.starting_text()}, pool of "
+                f"{self.settings.num_blocks:,} blocks"
+            ))
+            self.backend = self.entry.build(self.options)
         except Exception as exc:  # ImportError, AdapterMismatch, torch failures: all one line
             first = (str(exc).strip().splitlines() or [""])[0]
             self.post(EngineFailed(f"{type(exc).__name__}: {first}", traceback.format_exc()))
             return
-        self.post(EngineReady(version))
+        self.post(EngineReady(self.backend.version, self.backend.info))
 
     # -- worker: replay ---------------------------------------------------------------------------
     def run_replay(self) -> None:
-        serve = self.mode == "serve"
-        if serve:
-            from engine.serve import ServeReplay
-
-            replay: Iterable[StepRecord] = ServeReplay(
-                self.backend, self._pending_requests(), detail=True, cancel=self.cancel
-            )
-        else:
-            from engine.replay import SequentialReplay
-
-            replay = SequentialReplay(
-                self.backend, self._pending_requests(), detail=True, cancel=self.cancel
-            )
+        assert self.backend is not None, "run_replay runs after EngineReady"
+        replay = self.backend.replay(self._pending_requests(), detail=True, cancel=self.cancel)
+        paced_here = not self.per_request
         last = 0.0
         try:
             for record in replay:
                 self.records.append(record)
-                if serve:
+                if paced_here:
                     self._pace()
                 # Hand the GIL to the UI thread between records: a replay running flat out
                 # (End, top-speed play) must not make the screen wait for its time slice.
@@ -237,8 +217,8 @@ class Feed:
             self.post(ReplayProgress(count))
 
     def _pace(self) -> None:
-        """Serve mode: wait between two iterations while the records made reach the UI's
-        demand (sequential mode is paced by the requests it is handed instead)."""
+        """Per-iteration records: wait between two iterations while the records made reach
+        the UI's demand (per-request records are paced by the requests handed out)."""
         with self._wake:
             while not self.cancel.is_set() and len(self.records) >= self._want:
                 self._post_records()
@@ -247,16 +227,16 @@ class Feed:
             self._replay_waiting = False
 
     def _pending_requests(self) -> Iterator[TraceRequest]:
-        """The trace's requests for the replay, paced by the UI's demand (sequential: one
-        request per record; serve mode paces records in _pace)."""
+        """The trace's requests for the replay, paced by the UI's demand (one request per
+        record; per-iteration replays pace records in _pace)."""
         i = 0
-        serve = self.mode == "serve"
+        by_iteration = not self.per_request
         while True:
             with self._wake:
                 while True:
                     if self.cancel.is_set():
                         return
-                    if i < len(self.requests) and (serve or i < self._want):
+                    if i < len(self.requests) and (by_iteration or i < self._want):
                         break
                     if i >= len(self.requests) and self.read_done:
                         return
@@ -294,43 +274,3 @@ def _in_daemon_thread(fn: Callable[[], Any], cancel: threading.Event) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
-
-
-# -- entry point ------------------------------------------------------------------------------
-def run_inspector(args: argparse.Namespace) -> int:
-    """``prefix-tui TRACE``: open the inspector. Bad settings or an unreadable trace raise
-    UserError before the screen is taken over, so they end as one line on stderr."""
-    from engine.session import settings_from_args
-    from engine.trace import TraceReader
-    from tui.app import InspectorApp
-
-    settings = settings_from_args(args)
-    mode = getattr(args, "mode", "sequential") or "sequential"
-    serve = None
-    if mode == "serve":
-        from engine.serve import serve_settings_from_args  # no vLLM import: cheap
-
-        serve = serve_settings_from_args(args)  # bad --max-num-seqs etc.: one line, exit 2
-    # Opens the file and reads its first line: a missing or empty trace fails here.
-    TraceReader(args.trace, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size)
-    app = InspectorApp(
-        args.trace,
-        settings,
-        tokenizer_name=args.tokenizer,
-        trace_block_size=args.trace_block_size,
-        verbose=args.verbose,
-        mode=mode,
-        serve=serve,
-    )
-    app.run()
-    return app.return_code or 0
-
-
-def __getattr__(name: str) -> Any:
-    # ``from tui.inspector import InspectorApp`` without importing Textual's app module at
-    # import time of this one (tui.app imports Feed from here).
-    if name == "InspectorApp":
-        from tui.app import InspectorApp
-
-        return InspectorApp
-    raise AttributeError(name)

@@ -8,7 +8,12 @@ still waiting in the queue (``can_replace``) and a fast producer never floods th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from engine.model import SchedulerInfo
 
 
 class TraceProgress(Message):
@@ -45,13 +50,12 @@ class EngineStatus(Message):
 
 
 class EngineReady(Message):
-    """vLLM is up; ``info`` is SchedBackend.describe() in serve mode (scheduler class,
-    batch limits), empty in sequential mode."""
+    """vLLM is up; ``info`` is the scheduler vLLM built (scheduler backends), else None."""
 
-    def __init__(self, vllm_version: str, info: dict | None = None) -> None:
+    def __init__(self, vllm_version: str, info: SchedulerInfo | None = None) -> None:
         super().__init__()
         self.vllm_version = vllm_version
-        self.info = dict(info or {})
+        self.info = info
 
 
 class EngineFailed(Message):

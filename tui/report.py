@@ -7,6 +7,7 @@ into markup strings.
 from __future__ import annotations
 
 import argparse
+import itertools
 import signal
 import sys
 import time
@@ -19,14 +20,14 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import metrics
+from engine.backends import BackendEntry, BuildOptions
 from engine.errors import TraceError, UserError
 from engine.export import check_writable, export_document, write_json_atomic
-from engine.records import RequestResult, StepRecord, Totals
-from engine.session import settings_dict, settings_from_args
-from engine.vllm_v1 import EngineSettings
+from engine.metrics import Figure, Unit
+from engine.model import RequestResult, ServeSummary, StepRecord, Totals
+from engine.options import backend_from_args, settings_dict
+from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.widgets.safe import safe_text
-
-EXIT_OK, EXIT_VLLM_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass
@@ -38,7 +39,7 @@ class RunResult:
     status: str = "complete"  # complete | vllm_error | interrupted | bad_input
     message: str = ""
     seconds: float = 0.0
-    summary: dict = field(default_factory=dict)  # mode-specific figures (serve mode)
+    summary: ServeSummary | None = None  # serve mode's run figures
 
 
 def _progress(console: Console, disabled: bool) -> Progress:
@@ -55,18 +56,23 @@ def _progress(console: Console, disabled: bool) -> Progress:
 
 
 def replay_trace(
-    path: str, args: argparse.Namespace, settings: EngineSettings, mode: str,
+    path: str, args: argparse.Namespace, entry: BackendEntry, options: BuildOptions,
     keep_rows: bool, show_progress: bool,
 ) -> RunResult:
     """Replay one trace to the end (or to an error / Ctrl-C), counting only."""
-    from engine.trace import TraceReader
-    from engine.session import make_replay
+    from engine.trace.reader import TraceReader
 
     reader = TraceReader(path, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size)
+    # A bad first request stops here, before vLLM takes seconds to load.
+    stream = iter(reader)
+    first = next(stream, None)
+    requests = itertools.chain([first] if first is not None else [], stream)
     err_console = Console(stderr=True)
     with err_console.status("importing vLLM…") if show_progress else _null():
-        replay, version = make_replay(args, settings, reader, mode=mode, detail=False)
-    run = RunResult(label=path, settings=settings_dict(settings, version, mode=mode))
+        backend = entry.build(options)
+    replay = backend.replay(requests, detail=False)
+    run = RunResult(label=path, settings=settings_dict(options.settings, backend.version,
+                                                      mode=entry.mode))
     start = time.perf_counter()
     progress = _progress(err_console, disabled=not show_progress)
     last: StepRecord | None = None
@@ -76,7 +82,7 @@ def replay_trace(
             for n, record in enumerate(replay, 1):
                 last = record
                 if keep_rows:
-                    run.results.extend(record.admitted)
+                    run.results.extend(record.rows)
                 if n % 64 == 0:
                     progress.update(task, completed=reader.bytes_read, reqs=n)
                 if record.error is not None:
@@ -91,9 +97,7 @@ def replay_trace(
     run.seconds = time.perf_counter() - start
     if last is not None:
         run.totals = last.totals
-    summary = getattr(replay, "serve_summary", None)
-    if callable(summary):
-        run.summary = summary()
+    run.summary = replay.summary()
     return run
 
 
@@ -106,19 +110,21 @@ class _null:
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    entry, options = backend_from_args(args)
     if args.json:
-        check_writable(args.json, args.force)
+        check_writable(args.json, args.force, inputs=(args.trace,))
     show = not args.no_progress and Console(stderr=True).is_terminal
     # Ctrl-C must reach the replay loop as KeyboardInterrupt, even when a parent ignored it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    run = replay_trace(args.trace, args, settings, args.mode, keep_rows=bool(args.json), show_progress=show)
+    run = replay_trace(args.trace, args, entry, options, keep_rows=bool(args.json),
+                       show_progress=show)
     console = Console()
     print_report(console, run)
     if args.json:
         doc = export_document(
             run.settings, run.totals, run.results,
-            {"state": run.status, "message": run.message, "serve": run.summary},
+            {"state": run.status, "message": run.message,
+             "serve": metrics.serve_dict(run.summary, run.totals) if run.summary else {}},
         )
         write_json_atomic(args.json, doc)
         Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
@@ -139,44 +145,24 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def report_rows(run: RunResult) -> list[tuple[str, str, str]]:
-    """(section, label, value) rows of the report; compare reuses them."""
-    t = run.totals
-    rows = [
-        ("Request statistics", "Total requests", f"{t.requests:,}"),
-        ("Request statistics", "Total tokens (prompt)", f"{t.tokens:,}"),
-        ("Request statistics", "Total blocks (prompt)", f"{t.blocks:,}"),
-        ("Request statistics", "Requests not fitted", f"{t.not_fitted:,}"),
-        ("Block reuse statistics", "Blocks reused (prefix-cache hits)", f"{t.blocks_reused:,}"),
-        ("Block reuse statistics", "Blocks newly allocated", f"{t.blocks_new:,}"),
-        ("Block reuse statistics", "Overall sharing fraction", _pct(metrics.sharing_fraction(t))),
-        ("Block reuse statistics", "Average per-request sharing fraction", _pct(metrics.avg_sharing_fraction(t))),
-        ("Block reuse statistics", "Evictions (cached blocks)", f"{t.evictions:,}"),
-        ("Cache hit rate (vLLM PrefixCacheStats)", "Hit rate, cumulative", _pct(metrics.hit_rate(t))),
-        ("Cache hit rate (vLLM PrefixCacheStats)", "Hit rate, last 1,000 requests", _pct(metrics.recent_hit_rate(t))),
-        ("Cache hit rate (vLLM PrefixCacheStats)", "Hit tokens / queried tokens", f"{t.hits:,} / {t.queries:,}"),
-    ]
-    if t.preemptions or t.preempted_queries:
-        rows.append(("Cache hit rate (vLLM PrefixCacheStats)", "Preempted: hit / queried tokens",
-                     f"{t.preempted_hits:,} / {t.preempted_queries:,}"))
-    sm = run.summary
-    if sm:
-        sec = "Serve mode (vLLM Scheduler)"
-        rows += [
-            (sec, "Scheduler", f"{sm.get('scheduler')} (chunked prefill "
-                               f"{'on' if sm.get('enable_chunked_prefill') else 'off'})"),
-            (sec, "max_num_seqs / max_num_batched_tokens",
-             f"{sm.get('max_num_seqs'):,} / {sm.get('max_num_batched_tokens'):,}"),
-            (sec, "Requests finished / rejected", f"{sm['finished']:,} / {sm['rejected']:,}"),
-            (sec, "Scheduler iterations (simulated)", f"{sm['iterations']:,}"),
-            (sec, "Simulated time", f"{sm['simulated_time_s']:,.1f} s "
-                                    f"({sm['iteration_time_s']} s per iteration)"),
-            (sec, "Preemptions", f"{sm['preemptions']:,}"),
-            (sec, "Peak KV usage", f"{sm['peak_kv_blocks']:,} blocks "
-                                   f"({_pct(sm['peak_kv_usage'])})"),
-            (sec, "Output tokens", f"{sm['output_tokens']:,}"),
-        ]
-    return rows
+def format_figure(f: Figure) -> str:
+    """A figure as the report and compare show it."""
+    if f.unit is Unit.RATIO:
+        return _pct(float(f.value))
+    if f.unit is Unit.SECONDS:
+        return f"{f.value:,.2f} s" if f.value < 1 else f"{f.value:,.1f} s"
+    if f.unit is Unit.TEXT:
+        return str(f.value)
+    text = f"{f.value:,}"
+    if f.second is not None:
+        text += f" / {f.second:,}"
+    if f.share is not None:
+        text += f" ({_pct(f.share)})"
+    return text
+
+
+def report_figures(run: RunResult) -> list[Figure]:
+    return metrics.figures(run.totals, run.summary)
 
 
 def settings_line(s: dict) -> Text:
@@ -197,11 +183,11 @@ def print_report(console: Console, run: RunResult) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     section = None
-    for sec, label, value in report_rows(run):
-        if sec != section:
-            table.add_row(Text(sec, style="bold"), "", end_section=False)
-            section = sec
-        table.add_row(Text("  " + label), Text(value))
+    for f in report_figures(run):
+        if f.section != section:
+            table.add_row(Text(f.section, style="bold"), "", end_section=False)
+            section = f.section
+        table.add_row(Text("  " + f.label), Text(format_figure(f)))
     console.print(Text("trace: ") + Text(safe_text(run.label)))
     console.print(table)
     if run.status != "complete":
@@ -211,22 +197,22 @@ def print_report(console: Console, run: RunResult) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
     show = not args.no_progress and Console(stderr=True).is_terminal
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.modes:
         if len(args.traces) != 1:
             raise UserError("--modes compares one trace in several modes: give exactly one trace")
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        bad = [m for m in modes if m not in ("sequential", "serve")]
-        if bad or len(modes) < 2:
+        if len(modes) < 2:
             raise UserError("--modes takes two or more of: sequential, serve")
-        runs = [replay_trace(args.traces[0], args, settings, m, False, show) for m in modes]
+        plans = [backend_from_args(args, mode) for mode in modes]
+        runs = [replay_trace(args.traces[0], args, e, o, False, show) for e, o in plans]
         labels = modes
     else:
         if len(args.traces) < 2:
             raise UserError("compare needs two or more traces (or one trace with --modes)")
-        runs = [replay_trace(p, args, settings, args.mode, False, show) for p in args.traces]
+        entry, options = backend_from_args(args)
+        runs = [replay_trace(p, args, entry, options, False, show) for p in args.traces]
         labels = [safe_text(Path(p).name) for p in args.traces]
     console = Console()
     table = Table(title="PREFIX SHARING METRICS (vLLM Real Block Manager): comparison",
@@ -236,18 +222,17 @@ def run_compare(args: argparse.Namespace) -> int:
         table.add_column(Text(label), justify="right")
     if len(runs) == 2:
         table.add_column("ratio 1st/2nd", justify="right")
-    all_rows = [report_rows(r) for r in runs]
-    labels_seen: list[str] = []  # every run's rows, in first-seen order (serve adds some)
-    for rows in all_rows:
-        labels_seen += [lbl for _s, lbl, _v in rows if lbl not in labels_seen]
-    for row_label in labels_seen:
-        values = []
-        for rows in all_rows:
-            values.append(next((v for _s, lbl, v in rows if lbl == row_label), "–"))
-        cells = [Text(v) for v in values]
+    per_run = [{f.key: f for f in report_figures(r)} for r in runs]
+    keys: dict[str, str] = {}  # every run's figures, in first-seen order (serve adds some)
+    for figs in per_run:
+        for key, f in figs.items():
+            keys.setdefault(key, f.label)
+    for key, label in keys.items():
+        figs = [p.get(key) for p in per_run]
+        cells = [Text(format_figure(f) if f is not None else "–") for f in figs]
         if len(runs) == 2:
-            cells.append(Text(_ratio_text(values[0], values[1])))
-        table.add_row(Text(row_label), *cells)
+            cells.append(Text(_ratio_text(figs[0], figs[1])))
+        table.add_row(Text(label), *cells)
     console.print(table)
     worst = EXIT_OK
     for run in runs:
@@ -258,10 +243,8 @@ def run_compare(args: argparse.Namespace) -> int:
     return worst
 
 
-def _ratio_text(a: str, b: str) -> str:
-    try:
-        x = float(a.replace(",", "").replace("%", "").split("/")[0])
-        y = float(b.replace(",", "").replace("%", "").split("/")[0])
-    except ValueError:
+def _ratio_text(a: Figure | None, b: Figure | None) -> str:
+    """The ratio of two runs' numbers (the figures themselves, never their text)."""
+    if a is None or b is None or a.unit is Unit.TEXT or b.unit is Unit.TEXT:
         return "–"
-    return f"{x / y:.2f}×" if y else "–"
+    return f"{a.value / b.value:.2f}×" if b.value else "–"

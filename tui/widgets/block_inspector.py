@@ -19,9 +19,9 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.records import BlockState, SeqView, Slot, StepRecord, slot_status
-from engine.replay import synth_output_tokens
-from engine.trace_types import TraceRequest
+from engine.model import BlockState, SeqView, Slot, StepRecord, slot_status
+from engine.replay.common import synth_output_tokens
+from engine.model import TraceRequest
 from tui.widgets import palette
 from tui.widgets.safe import safe_text
 

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.strip import Strip
 from textual.widget import Widget
 
-from engine.records import BlockState, SeqView
+from engine.model import BlockState, SeqView
 from tui.messages import BlockClicked
 from tui.widgets import palette
 from tui.widgets.line_scroll import LineScroll

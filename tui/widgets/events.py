@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.records import KVEvent, StepRecord
+from engine.model import KVEvent, StepRecord
 
 MAX_HASHES = 6  # per event line; the rest is counted
 

@@ -19,7 +19,7 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
-from engine.records import Slot, StepRecord, slot_status
+from engine.model import Slot, StepRecord, slot_status
 from tui.messages import BlockClicked
 from tui.widgets import palette
 

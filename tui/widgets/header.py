@@ -13,7 +13,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.vllm_v1 import EngineSettings
+from engine.settings import EngineSettings
 from tui.widgets.safe import clip, safe_text
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.records import BlockState
+from engine.model import BlockState
 from tui.widgets import palette
 
 INTRO = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rich.style import Style
 
-from engine.records import BlockState, SlotStatus
+from engine.model import BlockState, SlotStatus
 
 # -- a logical block of the current request (block table, and its cells in the pool map) --
 STATE_CLASS = {s: f"bs-{s.letter if s is not BlockState.HELD else 'held'}" for s in BlockState}

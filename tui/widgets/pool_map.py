@@ -22,7 +22,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.records import BlockState, Slot, slot_status
+from engine.model import BlockState, Slot, slot_status
 from tui.messages import BlockClicked
 from tui.widgets import palette
 from tui.widgets.cells import Grid, make_grid
@@ -158,7 +158,7 @@ class PoolMap(ScrollView, can_focus=True):
             elif bid in evicted:
                 cls, glyph = palette.POOL_EVICTED, "!"
             else:
-                ref, block_hash = pool[bid] if bid < npool else (0, None)
+                ref, block_hash = pool[bid][:2] if bid < npool else (0, None)
                 if bid == null_id:
                     cls, glyph = palette.POOL_NULL, "x"
                 elif ref > 0:

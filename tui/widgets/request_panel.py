@@ -13,7 +13,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.records import Outcome, StepRecord
+from engine.model import Outcome, StepRecord
 from tui.widgets.safe import safe_text
 
 OUTCOME_CLASS = {
@@ -93,16 +93,17 @@ class RequestPanel(Widget):
         return Text("\n").join([head, note])
 
     def _render_serve(self, rec: StepRecord, dim) -> Text:  # noqa: ANN001 - a rich Style
-        x = rec.extra
+        x = rec.serve
+        assert x is not None, "serve-mode records carry a ServePart"
         sep = (" · ", dim)
         head = Text.assemble(
             ("iteration ", dim),
-            (f"{x.get('iteration', rec.index + 1):,}", self.get_component_rich_style("request--id")),
+            (f"{x.iteration:,}", self.get_component_rich_style("request--id")),
             sep, f"clock {rec.clock:.3f} s",
-            sep, f"{len(rec.running):,} running", sep, f"{len(rec.waiting):,} waiting",
+            sep, f"{len(x.running):,} running", sep, f"{len(x.waiting):,} waiting",
         )
-        counts = (("arrived", len(x.get("arrived", ()))), ("admitted", len(rec.admitted)),
-                  ("resumed", len(x.get("resumed", ()))), ("preempted", len(rec.preempted)),
+        counts = (("arrived", len(x.arrived)), ("admitted", len(rec.admitted)),
+                  ("resumed", len(x.resumed)), ("preempted", len(x.preempted)),
                   ("finished", len(rec.finished)))
         for label, n in counts:
             if n:
@@ -110,7 +111,7 @@ class RequestPanel(Widget):
         head.truncate(max(1, self.content_size.width), overflow="ellipsis")  # one line
         if rec.error is not None:
             cls = "request--error"
-        elif rec.preempted or any(r.outcome is not Outcome.OK for r in rec.admitted):
+        elif x.preempted or any(r.outcome is not Outcome.OK for r in rec.admitted):
             cls = "request--warn"
         else:
             cls = "request--ok"

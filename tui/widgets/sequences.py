@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
-from engine.records import Outcome, StepRecord
-from engine.trace_types import TraceRequest
+from engine.model import Outcome, StepRecord
+from engine.model import TraceRequest
 from tui.widgets.safe import clip, safe_text
 
 COLUMNS = (  # (label, key, width): 61 columns with the cell padding, for the 64-wide pane

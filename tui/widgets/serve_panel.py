@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.strip import Strip
 from textual.widget import Widget
 
-from engine.records import Outcome, StepRecord
+from engine.model import Outcome, StepRecord
 from tui.widgets.line_scroll import LineScroll
 from tui.widgets.safe import clip, safe_text
 
@@ -104,14 +104,15 @@ class ServePanel(LineScroll, Widget, can_focus=True):
 def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[str, list[int]],
                 rid: Callable[[str], str]) -> list[Line]:
     out: list[Line] = []
-    x = rec.extra
+    x = rec.serve
+    assert x is not None, "serve-mode records carry a ServePart"
     dim = "serve--dim"
     # -- this iteration ---------------------------------------------------------------
     out.append((("this iteration", "serve--title"),))
     first = len(out)
     if rec.error is not None:
         out.append((("! vLLM raised: ", "serve--error"), (safe_text(rec.error.message), "serve--error")))
-    arrived = x.get("arrived", ())
+    arrived = x.arrived
     if arrived:
         ids = " ".join(rid(s) for s in arrived[:8]) + (f" … +{len(arrived) - 8}" if len(arrived) > 8 else "")
         out.append(((f"→ arrived {len(arrived)}: ", dim), (ids, "")))
@@ -123,11 +124,11 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
         else:
             out.append((("! rejected  ", "serve--warn"), (f"{rid(r.seq_id):<{ID_W}} ", ""),
                         (safe_text(r.message), dim)))
-    for seq_id, cached in x.get("resumed", ()):
+    for seq_id, cached in x.resumed:
         out.append((("↻ resumed   ", "serve--warn"), (f"{rid(seq_id):<{ID_W}} ", ""),
                     (f"{cached:>6,} cached tok", ""), ("  recomputes the rest", dim)))
     held = {s.seq_id: s.block_ids for s in prev.seqs} if prev is not None else {}
-    for seq_id in rec.preempted:
+    for seq_id in x.preempted:
         blocks = held.get(seq_id)
         if blocks is None:
             what = [("blocks freed, will recompute", "")]
@@ -136,7 +137,7 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
             kept = len(set(blocks) & others)
             what = [(f"{len(blocks)} blk freed", ""), (f" ({kept} still shared)" if kept else "", dim)]
         out.append((("✗ preempted ", "serve--preempted"), (f"{rid(seq_id):<{ID_W}} ", ""), *what))
-    for r in x.get("finished_results", ()):
+    for r in x.finished_results:
         cls = "serve--ok" if r.outcome is Outcome.OK else "serve--warn"
         out.append((("✓ finished  ", cls), (f"{rid(r.seq_id):<{ID_W}} ", ""),
                     (f"{r.output_tokens:>6,} out tok", ""),
@@ -144,11 +145,11 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
     if len(out) == first:
         out.append((("  no arrival, admission, preemption or finish", dim),))
     # -- running ------------------------------------------------------------------------
-    out.append(((f"running {len(rec.running):,}", "serve--title"),
+    out.append(((f"running {len(x.running):,}", "serve--title"),
                 (" · vLLM's order · ▸ preempted first", dim)))
     seqs = {s.seq_id: s for s in rec.seqs}
-    last = len(rec.running) - 1
-    for k, seq_id in enumerate(rec.running):
+    last = len(x.running) - 1
+    for k, seq_id in enumerate(x.running):
         s = seqs.get(seq_id)
         mark = ("▸ ", "serve--warn") if k == last and k > 0 else ("  ", "")
         pieces: list[Piece] = [mark, (f"{rid(seq_id):<{ID_W}} ", "")]
@@ -161,9 +162,9 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
                        (f"{s.num_hit_tokens:>6,} cached", dim)]
         out.append(tuple(pieces))
     # -- waiting ------------------------------------------------------------------------
-    out.append(((f"waiting {len(rec.waiting):,}", "serve--title"), (" · head first", dim)))
-    now = set(rec.preempted)
-    for seq_id in rec.waiting[:MAX_WAITING]:
+    out.append(((f"waiting {len(x.waiting):,}", "serve--title"), (" · head first", dim)))
+    now = set(x.preempted)
+    for seq_id in x.waiting[:MAX_WAITING]:
         pieces = [(f"  {rid(seq_id):<{ID_W}} ", "")]
         if seq_id in now:
             pieces.append(("preempted now", "serve--preempted"))
@@ -173,13 +174,13 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
             if k:
                 pieces.append((f"preempted at step {steps[k - 1] + 1:,}", "serve--warn"))
         out.append(tuple(pieces))
-    if len(rec.waiting) > MAX_WAITING:
-        out.append(((f"  … {len(rec.waiting) - MAX_WAITING:,} more waiting", dim),))
+    if len(x.waiting) > MAX_WAITING:
+        out.append(((f"  … {len(x.waiting) - MAX_WAITING:,} more waiting", dim),))
     return out
 
 
 def preempted_index(records: Sequence[StepRecord], into: dict[str, list[int]]) -> None:
     """Add ``records``' preemptions to ``into`` (seq id -> steps, ascending)."""
     for rec in records:
-        for seq_id in rec.preempted:
+        for seq_id in (rec.serve.preempted if rec.serve is not None else ()):
             into.setdefault(seq_id, []).append(rec.index)

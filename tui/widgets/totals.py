@@ -21,7 +21,7 @@ from rich.style import Style
 from textual.strip import Strip
 
 from engine import metrics
-from engine.records import Totals
+from engine.model import Totals
 
 SPARK_STEPS = 120  # the sparkline covers the last this-many steps up to the cursor
 BARS = " ▁▂▃▄▅▆▇█"
@@ -74,7 +74,7 @@ def totals_values(t: Totals) -> dict[str, str]:
 
 def serve_values(t: Totals) -> dict[str, str]:
     """Serve mode's extra figures: preemptions and vLLM's preempted hits / queries."""
-    rate = t.preempted_hits / t.preempted_queries if t.preempted_queries else 0.0
+    rate = metrics.preempted_hit_rate(t)
     return {
         "preemptions": f"{t.preemptions:,}",
         "preempted_hit_rate": pct(rate),
