@@ -198,6 +198,13 @@ class EventKind(str, Enum):
     REMOVED = "removed"
     CLEARED = "cleared"
 
+    # Shown and used as a style name by its value ("stored"), as a plain string was.
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
 
 @dataclass(frozen=True, slots=True)
 class KVEvent:
