@@ -93,7 +93,7 @@ async def test_preemption_shows_in_the_queues_and_totals():
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_until(pilot, lambda: app.feed.replay_done and app.history.position >= 0)
         records = app.history.records
-        k = next(r.index for r in records if r.preempted)
+        k = next(r.index for r in records if r.serve.preempted)
         rec = records[k]
         assert rec.serve.preempted == ("4",) and records[k - 1].serve.running[-1] == "4"  # the last one
         await goto_serve_step(pilot, app, k - 1)
@@ -119,7 +119,7 @@ async def test_preemption_shows_in_the_queues_and_totals():
         assert totals["preempted_hits"] == f"{t.preempted_hits:,}"
         assert totals["preempted_queries"] == f"{t.preempted_queries:,}"
         # The waiting list remembers the earlier preemption while q4 waits.
-        if records[k + 1].waiting:
+        if records[k + 1].serve.waiting:
             await goto_serve_step(pilot, app, k + 1)
             assert any("preempted at step" in ln for ln in app.query_one(ServePanel).lines())
 
@@ -132,7 +132,7 @@ async def test_admissions_show_the_schedulers_cached_tokens():
         for r in app.history.current.admitted:
             line = next(ln for ln in lines if ln.startswith(f"+ admitted  {r.request_id} "))
             assert f"{r.hit_tokens:,} cached tok" in line
-        assert app.feed.backend.cache.hits == app.history.records[-1].totals.hits
+        assert app.feed.backend.scheduler.cache.hits == app.history.records[-1].totals.hits
 
 
 async def test_arrival_and_finish_keys_land_where_engine_serve_says():

@@ -68,7 +68,7 @@ def test_serve_preemption_step_160x50(snap_compare):
     async def run_before(pilot) -> None:
         app = pilot.app
         await wait_until(pilot, lambda: app.feed.replay_done and app.history.position >= 0)
-        step = next(r.index for r in app.history.records if r.preempted)
+        step = next(r.index for r in app.history.records if r.serve.preempted)
         await goto_serve_step(pilot, app, step)
         await pilot.pause()
 
