@@ -22,9 +22,11 @@ CONVERSATION = ROOT.parent / "shared" / "data" / "mooncake" / "conversation_trac
 def _child(kind: str, trace: str, num_blocks: int, limit: int | None) -> dict:
     import itertools
 
-    from engine.replay import SequentialReplay, synth_output_tokens
+    from engine.backends.vllm_v1.manager import V1Manager as V1Backend
+    from engine.replay.common import synth_output_tokens
+    from engine.replay.sequential import SequentialReplay
+    from engine.settings import EngineSettings
     from engine.trace.reader import TraceReader
-    from engine.vllm_v1 import EngineSettings, V1Backend
 
     settings = EngineSettings(block_size=16, num_blocks=num_blocks)
     backend = V1Backend(settings)  # imports vLLM before the clock starts

@@ -46,8 +46,8 @@ def _mooncake_lines(path: Path):
 
 def run_sequential(settings, requests) -> dict:
     from engine import metrics
-    from engine.replay import SequentialReplay
-    from engine.vllm_v1 import V1Backend
+    from engine.backends.vllm_v1.manager import V1Manager as V1Backend
+    from engine.replay.sequential import SequentialReplay
 
     backend = V1Backend(settings)
     start = time.perf_counter()
@@ -71,16 +71,22 @@ def run_sequential(settings, requests) -> dict:
 
 
 def run_serve(settings, serve, requests) -> dict:
-    from engine.serve import SchedBackend, ServeReplay
+    from dataclasses import asdict
 
-    backend = SchedBackend(settings, serve)
+    from engine.backends.vllm_v1.scheduler import V1Scheduler
+    from engine.metrics import serve_dict
+    from engine.replay.serve import ServeReplay
+
+    backend = V1Scheduler(settings, serve)
     replay = ServeReplay(backend, requests, detail=False)
     start = time.perf_counter()
     errors = 0
-    for record in replay:
-        errors += record.error is not None
+    last = None
+    for last in replay:
+        errors += last.error is not None
     wall = time.perf_counter() - start
-    s = replay.serve_summary()
+    s = serve_dict(replay.summary(), last.totals)
+    s["info"] = asdict(replay.summary().info)
     s.update(wall_s=wall, steps=s["iterations"],
              steps_per_s=s["iterations"] / wall if wall else 0.0, errors=errors)
     return s
@@ -102,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skip: {args.trace} not present")
         return 0
 
-    from engine.vllm_v1 import EngineSettings, import_vllm
-    from engine.vllm_v1_sched import DEFAULT_ITERATION_TIME_S, ServeSettings
+    from engine.backends.vllm_v1.imports import import_vllm
+    from engine.settings import DEFAULT_ITERATION_TIME_S, EngineSettings, ServeSettings
 
     t0 = time.perf_counter()
     version = import_vllm()
