@@ -1,14 +1,21 @@
 # Every target creates .venv on first use; later runs reuse it.
 # vLLM 0.33.0 needs Python >= 3.11: take the first such interpreter on PATH (or PY=...).
-PY ?= $(firstword $(foreach p,python3.13 python3.12 python3.11 python3,$(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $(p))))
+# PY is expanded only when .venv has to be made, so other runs never pay for these probes.
+PY ?= $(firstword $(foreach p,python3.13 python3.12 python3.11 python3,$(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $(p))))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The venv's own interpreter once it exists, else PY: either must be >= 3.11.
+VENV_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+PY_OK = $(if $(VENV_PY),$(shell $(VENV_PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo yes))
+NEED_PY := prefix-tui needs Python >= 3.11 (vLLM 0.33.0 requires it): install python3.11 or set PY=/path/to/python3.11
+OLD_VENV := $(VENV) was made with Python < 3.11 (vLLM 0.33.0 requires >= 3.11): run make clean and retry
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
-	@test -n "$(PY)" || { echo "prefix-tui needs Python >= 3.11 (vLLM 0.33.0 requires it): install python3.11 or newer, or run make PY=/path/to/python3.11"; exit 2; }
+	$(if $(PY_OK),,$(error $(if $(wildcard $(BIN)/python),$(OLD_VENV),$(NEED_PY))))
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -17,6 +24,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/prefix-tui traces/multi_turn.jsonl --num-gpu-blocks-override 256
 
+# The layer rules in pyproject.toml ([tool.importlinter]); `make test` runs them first.
 lint: $(STAMP)
 	$(BIN)/lint-imports
 

@@ -116,6 +116,81 @@ def test_ctrl_c_stops_cleanly_with_partial_results(tmp_path, monkeypatch, capsys
     assert "PREFIX SHARING METRICS" in cap.out
 
 
+def _drain(fd: int, timeout: float) -> bytes | None:
+    """What the pty has for us within timeout seconds: None if nothing yet, b"" once the
+    child closed it."""
+    import select
+
+    if not select.select([fd], [], [], timeout)[0]:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: every writer closed the pty
+        return b""
+
+
+def test_real_sigint_mid_replay_stops_cleanly(tmp_path):
+    """The same, end to end: a real SIGINT to a real process with vLLM loaded (vLLM must
+    not swallow it, and the CLI's own handler must turn it into KeyboardInterrupt).
+
+    No fixed sleep: the signal is sent once the replay is observably under way. stderr is
+    a pty, so the headless progress bar (TTY-only) is drawn there; its "N requests" column
+    is first non-zero after the 64th request has been replayed by vLLM, i.e. after vLLM
+    loaded, whatever the machine's speed. A deadline only bounds a hung run."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    trace = tmp_path / "long.jsonl"
+    with trace.open("w") as fh:
+        for i in range(100_000):
+            fh.write(json.dumps({"prompt_token_ids": [i % 97] * 40}) + "\n")
+    out = tmp_path / "partial.json"
+    try:
+        master, slave = pty.openpty()
+    except OSError as err:  # a sandbox without /dev/ptmx
+        pytest.skip(f"no pty: {err}")
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"  # not "dumb": rich draws the live bar
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui", str(trace), "--headless", "--json", str(out)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env,
+    )
+    os.close(slave)
+    err = b""
+    try:
+        deadline = time.monotonic() + 300
+        started = re.compile(rb"\b([1-9][0-9]*) requests")
+        while not started.search(err):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"replay never seen under way (rc={proc.poll()}):\n"
+                            f"{err.decode(errors='replace')}")
+            err += _drain(master, 1.0) or b""
+        proc.send_signal(signal.SIGINT)
+        # Keep reading the pty so a full one never blocks the child, until it closes.
+        deadline = time.monotonic() + 120
+        while (chunk := _drain(master, 1.0)) != b"" and time.monotonic() < deadline:
+            err += chunk or b""
+        stdout = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = err.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    assert re.search(r"prefix-tui: interrupted after \d+ steps; partial results above", text)
+    doc = json.loads(out.read_text())
+    assert doc["status"]["state"] == "interrupted"
+    assert 64 <= doc["totals"]["requests"] == len(doc["requests"]) < 100_000
+    assert "PREFIX SHARING METRICS" in stdout
+
+
 def test_quiet_by_default_and_verbose_lets_logs_through(tmp_path):
     """vLLM's and torch's import-time log lines must not spill into the report."""
     env = {k: v for k, v in os.environ.items()
