@@ -21,8 +21,9 @@ from engine.settings import EngineSettings
 from tests.conftest import shared
 
 
-def plain_vllm_hits(requests, block_size: int, num_blocks: int) -> list[int]:
-    """Per-request hit tokens from vLLM's KVCacheManager driven directly."""
+def plain_vllm(block_size: int, num_blocks: int):
+    """vLLM's KVCacheManager, a request block hasher and vLLM's Request/SamplingParams,
+    built with vLLM's own imports and no prefix-tui code in between."""
     import torch
     from vllm.sampling_params import SamplingParams
     from vllm.utils.hashing import get_hash_fn_by_name
@@ -40,7 +41,12 @@ def plain_vllm_hits(requests, block_size: int, num_blocks: int) -> list[int]:
     m = KVCacheManager(cfg, max_model_len=block_size * num_blocks,
                        scheduler_block_size=block_size, hash_block_size=block_size,
                        enable_caching=True, log_stats=True)
-    hasher = get_request_block_hasher(block_size, hash_fn)
+    return m, get_request_block_hasher(block_size, hash_fn), Request, SamplingParams
+
+
+def plain_vllm_hits(requests, block_size: int, num_blocks: int) -> list[int]:
+    """Per-request hit tokens from vLLM's KVCacheManager driven directly."""
+    m, hasher, Request, SamplingParams = plain_vllm(block_size, num_blocks)
     hits = []
     for i, tr in enumerate(requests):
         r = Request(str(i), list(tr.prompt_token_ids), SamplingParams(max_tokens=1), None,
@@ -98,24 +104,7 @@ def plain_vllm_prefill_hit_rate(requests, block_size: int, num_blocks: int):
     """vLLM's own PrefixCacheStats over prefills alone, from its KVCacheManager driven
     directly. Only for a pool that never evicts: then the (never-matching) output blocks
     change no later hit, so decode can be left out."""
-    import torch
-    from vllm.sampling_params import SamplingParams
-    from vllm.utils.hashing import get_hash_fn_by_name
-    from vllm.v1.core.kv_cache_manager import KVCacheManager
-    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
-    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
-    from vllm.v1.request import Request
-
-    hash_fn = get_hash_fn_by_name("sha256")
-    init_none_hash(hash_fn)
-    spec = FullAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=1,
-                             dtype=torch.float16)
-    cfg = KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[],
-                        kv_cache_groups=[KVCacheGroupSpec(["l"], spec)])
-    m = KVCacheManager(cfg, max_model_len=block_size * num_blocks,
-                       scheduler_block_size=block_size, hash_block_size=block_size,
-                       enable_caching=True, log_stats=True)
-    hasher = get_request_block_hasher(block_size, hash_fn)
+    m, hasher, Request, SamplingParams = plain_vllm(block_size, num_blocks)
     n_requests = hits = queries = 0
     for i, tr in enumerate(requests):
         r = Request(str(i), list(tr.prompt_token_ids), SamplingParams(max_tokens=1), None,

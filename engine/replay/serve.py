@@ -332,7 +332,7 @@ class ServeReplay:
             recomputed_last_block=recomputed, output_tokens=0, message=live.message,
         )
 
-    def _output(self, o) -> RequestResult | None:  # noqa: ANN001 - vllm_v1_sched.ReqOutput
+    def _output(self, o: ReqOutput) -> RequestResult | None:
         live = self._live.get(o.seq_id)
         if live is None:
             return None
