@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("bench.replay_bench", "bench.tui_bench", "bench.serve_bench", "bench.huge_bench")
+BENCHES = ("bench.replay_bench", "bench.tui_bench", "bench.serve_bench", "bench.serve_loop_bench",
+           "bench.huge_bench")
 
 
 def main() -> int:

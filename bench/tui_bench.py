@@ -81,24 +81,30 @@ def child_first_frame(launched_at: float) -> dict:
 def child_steps() -> dict:
     import asyncio
 
+    from engine.replay.protocol import View
     from tui.app import InspectorApp
+    from tui.screens.sequential import SequentialScreen
+
+    class TimedScreen(SequentialScreen):
+        shown_at = 0.0
+
+        def show_view(self, rec) -> None:  # noqa: ANN001 - a StepRecord
+            super().show_view(rec)
+            self.shown_at = time.perf_counter()
 
     class Timed(InspectorApp):
+        VIEWS = {View.SEQUENTIAL: TimedScreen}
+
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
             self.frames: list[float] = []
             self.play_frames: list[float] = []
-            self.shown_at = 0.0
 
         def post_display_hook(self) -> None:
             now = time.perf_counter()
             self.frames.append(now)
-            if self._playing:
+            if self.main.playing:
                 self.play_frames.append(now)
-
-        def _show_step(self) -> None:
-            super()._show_step()
-            self.shown_at = time.perf_counter()
 
     async def wait_until(pilot, cond, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -108,18 +114,18 @@ def child_steps() -> dict:
             await pilot.pause(0.001)
 
     def at_step(app, i):
-        return lambda: app.history.position == i and not app._show_scheduled and app.header.step == i + 1
+        return lambda: app.main.history.position == i and app.main.shown_step == i and app.main.header.step == i + 1
 
     async def run() -> dict:
         app = Timed(None, *_app_args(), requests=generated_trace())
         async with app.run_test(size=(160, 50)) as pilot:
-            await wait_until(pilot, lambda: len(app.history) >= 500 and app.history.position == 0, 300)
+            await wait_until(pilot, lambda: len(app.main.history) >= 500 and app.main.history.position == 0, 300)
             latencies = []
             for i in range(1, STEPS):
                 start = time.perf_counter()
                 await pilot.press("right")
                 await wait_until(pilot, at_step(app, i), 60)
-                shown = app.shown_at
+                shown = app.main.shown_at
                 # The first frame drawn after the step was put into the widgets.
                 await wait_until(pilot, lambda: app.frames and app.frames[-1] >= shown, 60)
                 done = next(t for t in app.frames if t >= shown)
@@ -128,16 +134,16 @@ def child_steps() -> dict:
             # other thread; measure the gaps between frames while playing.
             for _ in range(9):
                 await pilot.press("plus")
-            start_step = app.history.position
+            start_step = app.main.history.position
             app.play_frames.clear()
             await pilot.press("space")
             t0 = time.perf_counter()
-            while time.perf_counter() - t0 < 3.0 and app._playing:
+            while time.perf_counter() - t0 < 3.0 and app.main.playing:
                 await pilot.pause(0.01)
             await pilot.press("space")
             frames = app.play_frames
             gaps = [(b - a) * 1000 for a, b in zip(frames, frames[1:])]
-            reached = app.history.position - start_step
+            reached = app.main.history.position - start_step
         latencies.sort()
         gaps.sort()
         return {

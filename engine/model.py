@@ -206,9 +206,9 @@ class EventKind(str, Enum):
         return self.value.__format__(spec)
 
 
-@dataclass(frozen=True, slots=True)
-class KVEvent:
-    """vLLM's KV-cache event, reduced to plain data (hashes as bytes)."""
+class KVEvent(NamedTuple):
+    """vLLM's KV-cache event, reduced to plain data (hashes as bytes). A NamedTuple: a
+    detailed replay makes one per evicted block (vLLM emits BlockRemoved block by block)."""
 
     kind: EventKind
     block_hashes: tuple[bytes, ...] = ()

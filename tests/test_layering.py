@@ -77,3 +77,13 @@ def test_records_and_settings_are_stdlib_python_3_10():
         path = ROOT / "engine" / name
         ast.parse(path.read_text(), feature_version=(3, 10))  # raises on newer syntax
         assert _imports(path) <= allowed, name
+
+
+def test_no_source_file_is_over_about_500_lines():
+    # Files stay small and named for what they hold; a file growing past this is split.
+    root = Path(__file__).resolve().parents[1]
+    sizes = {
+        str(path.relative_to(root)): len(path.read_text(encoding="utf-8").splitlines())
+        for folder in ("engine", "tui", "bench", "tests") for path in (root / folder).rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 520} == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine import metrics
 from engine.model import BlockState
-from tests.test_tui_support import CHAT, EVICTION_STEP, TINY, at_step, chat_trace, eviction_trace, goto_step, wait_until, inspector_app
+from tests.test_tui_support import drawn_glyph, CHAT, EVICTION_STEP, TINY, at_step, chat_trace, eviction_trace, goto_step, wait_until, inspector_app
 from tui.app import InspectorApp
 from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.events import EventsPanel
@@ -23,15 +23,15 @@ def chat_app(**kw) -> InspectorApp:
 
 def assert_shows(app: InspectorApp, index: int) -> None:
     """Every pane shows record ``index``."""
-    rec = app.history.records[index]
-    assert app.history.position == index
+    rec = app.main.history.records[index]
+    assert app.main.history.position == index
     seq = rec.seqs[0]
-    table = app.block_table
+    table = app.main.block_table
     assert table.letters == "".join(s.letter for s in seq.states)
     assert table.block_ids == seq.block_ids
     pool = app.query_one(PoolMap)
     for bid, state in zip(seq.block_ids, seq.states):
-        assert pool.cell(bid)[1] == state.letter
+        assert drawn_glyph(pool, bid) == state.letter
     totals = app.query_one(TotalsPanel)
     assert totals.values == totals_values(rec.totals)
     assert totals.values["sharing"] == f"{metrics.sharing_fraction(rec.totals):.1%}"
@@ -44,7 +44,7 @@ def assert_shows(app: InspectorApp, index: int) -> None:
     lines = app.query_one(EventsPanel).lines()
     told = sum(int(text.split()[1].rstrip(":")) for kind, text in lines if kind != "cleared")
     assert told == sum(len(e.block_hashes) for e in rec.events)
-    assert app.header.step == index + 1
+    assert app.main.header.step == index + 1
 
 
 async def test_step_forward_back_and_keys():
@@ -65,7 +65,7 @@ async def test_step_forward_back_and_keys():
         await pilot.press("end")
         await wait_until(pilot, at_step(app, last))
         assert_shows(app, last)
-        assert app.header.step_text == f"step {last + 1} / {last + 1}"
+        assert app.main.header.step_text == f"step {last + 1} / {last + 1}"
         await pilot.press("home")
         await wait_until(pilot, at_step(app, 0))
         assert_shows(app, 0)
@@ -75,12 +75,12 @@ async def test_going_back_rebuilds_the_pool_without_vllm():
     app = chat_app()
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_step(pilot, app, 9)
-        made = len(app.feed.records)
-        pool_at_9 = list(app.history.pool)
+        made = len(app.main.feed.records)
+        pool_at_9 = list(app.main.history.pool)
         await goto_step(pilot, app, 2)
         await goto_step(pilot, app, 9)
-        assert list(app.history.pool) == pool_at_9
-        assert len(app.feed.records) == made  # nothing re-ran
+        assert list(app.main.history.pool) == pool_at_9
+        assert len(app.main.feed.records) == made  # nothing re-ran
 
 
 async def test_recomputed_last_block_is_visible():
@@ -90,12 +90,12 @@ async def test_recomputed_last_block_is_visible():
     async with app.run_test(size=(160, 50)) as pilot:
         last = len(chat_trace()) - 1
         await goto_step(pilot, app, last)
-        rec = app.history.current
+        rec = app.main.history.current
         assert rec.request.recomputed_last_block
-        assert app.block_table.letters[: rec.request.prompt_blocks] == "HHHR"
+        assert app.main.block_table.letters[: rec.request.prompt_blocks] == "HHHR"
         assert "recomputed" in rec.note
         r_block = rec.seqs[0].block_ids[3]
-        assert app.query_one(PoolMap).cell(r_block)[1] == "R"
+        assert drawn_glyph(app.query_one(PoolMap), r_block) == "R"
 
 
 async def test_play_and_pause():
@@ -105,13 +105,13 @@ async def test_play_and_pause():
         await pilot.press("plus", "plus", "plus")  # faster: 50 steps/s
         await pilot.press("space")
         last = len(chat_trace()) - 1
-        await wait_until(pilot, lambda: app.history.position == last and not app._playing)
+        await wait_until(pilot, lambda: app.main.history.position == last and not app.main.playing)
         await wait_until(pilot, at_step(app, last))
         assert_shows(app, last)
         await pilot.press("home", "space")
-        await wait_until(pilot, lambda: app.history.position >= 1)
+        await wait_until(pilot, lambda: app.main.history.position >= 1)
         await pilot.press("space")
-        assert not app._playing
+        assert not app.main.playing
 
 
 async def test_go_to_step_and_find():
@@ -134,7 +134,7 @@ async def test_select_block_by_click_and_keys():
     app = chat_app()
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_step(pilot, app, 4)
-        rec = app.history.current
+        rec = app.main.history.current
         seq = rec.seqs[0]
         pool = app.query_one(PoolMap)
         # Click the pool map cell of the request's first block.
@@ -144,27 +144,27 @@ async def test_select_block_by_click_and_keys():
         x = grid.label + col * grid.cell + grid.pad
         y = row * grid.row_height
         await pilot.click(PoolMap, offset=(x + 1 + pool.gutter.left, y + pool.gutter.top))
-        await wait_until(pilot, lambda: app.selected_block == bid)
+        await wait_until(pilot, lambda: app.main.selected_block == bid)
         inspector = app.query_one(BlockInspector)
         await wait_until(pilot, lambda: inspector.report is not None and inspector.report.block_id == bid)
         report = inspector.report
-        assert report.slot == app.history.slot(bid)
+        assert report.slot == app.main.history.slot(bid)
         assert report.state is seq.states[0]
         assert report.position == 0
         assert report.token_ids == rec.request.request.prompt_token_ids[:4]
-        assert report.num_uses == sum(bid in r.seqs[0].block_ids for r in app.history.records[:5])
+        assert report.num_uses == sum(bid in r.seqs[0].block_ids for r in app.main.history.records[:5])
         assert report.cached and report.cached[0] == 0  # the system prompt was cached at step 1
         # "]" walks the block table.
         await pilot.press("right_square_bracket")
-        await wait_until(pilot, lambda: app.selected_block == seq.block_ids[1])
-        assert app.block_table.selected == seq.block_ids[1]
+        await wait_until(pilot, lambda: app.main.selected_block == seq.block_ids[1])
+        assert app.main.block_table.selected == seq.block_ids[1]
         assert pool.selected == seq.block_ids[1]
         # A click on the block table selects too.
-        table = app.block_table
+        table = app.main.block_table
         await pilot.click(type(table), offset=(table.gutter.left + 2, table.gutter.top))
-        await wait_until(pilot, lambda: app.selected_block == seq.block_ids[0])
+        await wait_until(pilot, lambda: app.main.selected_block == seq.block_ids[0])
         await pilot.press("escape")
-        assert app.selected_block is None and pool.selected is None and inspector.report is None
+        assert app.main.selected_block is None and pool.selected is None and inspector.report is None
 
 
 async def test_select_row_jumps_to_step():
@@ -185,9 +185,9 @@ async def test_eviction_step_shows_e_and_removed_events():
     app = inspector_app(TINY, requests=eviction_trace())
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_step(pilot, app, EVICTION_STEP)
-        rec = app.history.current
+        rec = app.main.history.current
         assert rec.evicted, "the scenario must evict"
-        assert "E" in app.block_table.letters
+        assert "E" in app.main.block_table.letters
         assert rec.request.evicted_blocks == len(rec.evicted)
         assert "evicted" in rec.note
         pool = app.query_one(PoolMap)
@@ -196,7 +196,7 @@ async def test_eviction_step_shows_e_and_removed_events():
         for bid, _h in rec.evicted:
             # The block the request now holds shows its block-table letter: E, or P when
             # the evicted block became the request's partial tail block.
-            assert pool.cell(bid)[1] == states[bid].letter
+            assert drawn_glyph(pool, bid) == states[bid].letter
             assert states[bid] in (BlockState.NEW_EVICTED, BlockState.PARTIAL)
         kinds = [kind for kind, _ in app.query_one(EventsPanel).lines()]
         assert "removed" in kinds
@@ -210,7 +210,7 @@ async def test_help_and_error_screens():
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("right")  # keys of the main screen stay out of the modal
-        assert app.history.position == 0
+        assert app.main.history.position == 0
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("e")  # nothing failed: a notification, no modal
@@ -228,8 +228,8 @@ async def test_not_fitted_request_is_shown_and_app_keeps_going():
     app = inspector_app(TINY, requests=[*reqs, huge, after])
     async with app.run_test(size=(120, 40)) as pilot:
         await goto_step(pilot, app, 2)
-        assert "did not fit" in app.history.current.note
-        assert app.block_table.seq is None
+        assert "did not fit" in app.main.history.current.note
+        assert app.main.block_table.seq is None
         await pilot.press("e")
         assert isinstance(app.screen, ErrorScreen)
         await pilot.press("escape")
@@ -244,7 +244,7 @@ async def test_narrow_layout_keeps_pool_and_table_and_tabs_side_panes():
         await wait_until(pilot, at_step(app, 0))
         assert app.screen.has_class("-narrow")
         assert app.query_one(PoolMap).region.height >= 3
-        assert app.block_table.region.height >= 2
+        assert app.main.block_table.region.height >= 2
         visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
         assert visible == ["totals"]
         await pilot.press("t")
@@ -252,7 +252,7 @@ async def test_narrow_layout_keeps_pool_and_table_and_tabs_side_panes():
         visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
         assert visible == ["sequences"]
         # Selecting a block brings the inspector pane forward.
-        app.action_select_block(app.history.current.seqs[0].block_ids[0])
+        app.main.action_select_block(app.main.history.current.seqs[0].block_ids[0])
         await pilot.pause()
         visible = [w.id for w in app.query(".pane") if w.display and w.region.height]
         assert visible == ["inspector"]
@@ -263,7 +263,7 @@ async def test_requests_table_fills_results_up_to_the_furthest_step():
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_step(pilot, app, 5)
         table = app.query_one(SequenceTable)
-        rec = app.history.records[5]
+        rec = app.main.history.records[5]
         await wait_until(pilot, lambda: table.get_cell("5", "hit").plain == str(rec.request.hit_blocks))
         assert table.get_cell("5", "outcome").plain == "ok"
         assert table.get_cell("6", "hit").plain == "…"  # not visited yet: no spoiler
@@ -284,10 +284,10 @@ async def test_error_inside_vllm_is_shown_at_its_step(monkeypatch):
     app = chat_app()
     async with app.run_test(size=(160, 50)) as pilot:
         await goto_step(pilot, app, 4)
-        rec = app.history.current
+        rec = app.main.history.current
         assert rec.error is not None and "boom" in rec.error.message
         assert "vLLM raised" in rec.note
-        assert app.header.step_text == "step 5 / 5"  # the replay stops at the error
+        assert app.main.header.step_text == "step 5 / 5"  # the replay stops at the error
         await pilot.press("e")
         assert isinstance(app.screen, ErrorScreen)
         assert "RuntimeError" in app.screen.traceback and "boom" in app.screen.traceback
@@ -306,10 +306,10 @@ async def test_engine_that_cannot_start_leaves_the_trace_browsable(monkeypatch):
     monkeypatch.setattr(V1Backend, "__init__", broken)
     app = chat_app()
     async with app.run_test(size=(160, 50)) as pilot:
-        await wait_until(pilot, lambda: app.engine_status == "failed")
-        assert app.sequences.row_count == len(chat_trace())
-        assert "could not start" in app.request_panel.message
-        assert "vLLM failed" in app.header.status
+        await wait_until(pilot, lambda: app.main.engine_status == "failed")
+        assert app.main.sequences.row_count == len(chat_trace())
+        assert "could not start" in app.main.request_panel.message
+        assert "vLLM failed" in app.main.header.status
         await pilot.press("e")
         assert isinstance(app.screen, ErrorScreen)
         assert "adapter" in app.screen.message
@@ -324,11 +324,11 @@ async def test_trace_file_with_a_bad_line_replays_what_came_before(tmp_path):
     path.write_text("\n".join(lines) + "\n{not json\n")
     app = inspector_app(CHAT, str(path))
     async with app.run_test(size=(160, 50)) as pilot:
-        await wait_until(pilot, lambda: app.feed.replay_done and app.trace_error is not None)
-        assert app.trace_error.startswith(f"{path}:4: ")
-        app._goto(99)
-        await wait_until(pilot, lambda: app.history.position == 2)
-        await wait_until(pilot, lambda: app.header.step_text == "step 3 / 3", timeout=30)
+        await wait_until(pilot, lambda: app.main.feed.replay_done and app.main.trace_error is not None)
+        assert app.main.trace_error.startswith(f"{path}:4: ")
+        app.main.goto(99)
+        await wait_until(pilot, lambda: app.main.history.position == 2)
+        await wait_until(pilot, lambda: app.main.header.step_text == "step 3 / 3", timeout=30)
         await pilot.press("e")
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorScreen), timeout=30)
         assert ":4:" in app.screen.message

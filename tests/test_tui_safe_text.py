@@ -8,7 +8,6 @@ from textual.geometry import Region
 
 from engine.model import TraceRequest
 from tests.test_tui_support import CHAT, at_step, wait_until, inspector_app
-from tui.app import InspectorApp
 from tui.widgets.request_panel import RequestPanel
 from tui.widgets.safe import safe_text
 from tui.widgets.sequences import SequenceTable

@@ -21,7 +21,6 @@ from tests.test_tui_support import (
     serve_app,
     wait_until,
 )
-from tui.app import InspectorApp
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +66,8 @@ def test_serve_preemption_step_160x50(snap_compare):
     # share the system prompt's blocks (s), q4 highlighted in the waiting queue.
     async def run_before(pilot) -> None:
         app = pilot.app
-        await wait_until(pilot, lambda: app.feed.replay_done and app.history.position >= 0)
-        step = next(r.index for r in app.history.records if r.serve.preempted)
+        await wait_until(pilot, lambda: app.main.feed.replay_done and app.main.history.position >= 0)
+        step = next(r.index for r in app.main.history.records if r.serve.preempted)
         await goto_serve_step(pilot, app, step)
         await pilot.pause()
 

@@ -88,6 +88,25 @@ def serve_app(**kw):
     return inspector_app(TINY, mode="serve", requests=serve_trace(), **kw)
 
 
+def drawn_cell(pool_map, block_id: int):
+    """(rich Style, glyph) of a block as the pool map draws it: read off its rendered
+    line at the cell's column (the grid's geometry says where the cell is)."""
+    grid = pool_map.grid
+    row, col = divmod(block_id, grid.per_row)
+    y = row * grid.row_height - round(pool_map.scroll_offset.y)
+    x = grid.label + col * grid.cell + grid.pad
+    at = 0
+    for segment in pool_map.render_line(y):
+        if at <= x < at + len(segment.text):
+            return segment.style, segment.text[x - at]
+        at += len(segment.text)
+    raise AssertionError(f"block {block_id} is not drawn on line {y}")
+
+
+def drawn_glyph(pool_map, block_id: int) -> str:
+    return drawn_cell(pool_map, block_id)[1]
+
+
 async def wait_until(pilot, cond: Callable[[], bool], timeout: float = 120.0) -> None:
     """Pump the app until ``cond()``; the first app in a process imports vLLM (seconds)."""
     deadline = time.monotonic() + timeout
@@ -101,29 +120,29 @@ async def wait_until(pilot, cond: Callable[[], bool], timeout: float = 120.0) ->
 def at_step(app, index: int) -> Callable[[], bool]:
     """The cursor is at step ``index`` and the screen shows it."""
     return lambda: (
-        app.history.position == index and not app._show_scheduled and app._target is None
-        and app.header.step == index + 1 and app.sequences.cursor_row == index
-        and app._table_filled > index  # the requests table shows this step's results
-        and app.header.total_final and app.header.status == ""  # nothing loading or playing
+        app.main.shown_step == index and app.main.target is None
+        and app.main.header.step == index + 1 and app.main.sequences.cursor_row == index
+        and app.main.sequences.filled > index  # the requests table shows this step's results
+        and app.main.header.total_final and app.main.header.status == ""  # nothing loading or playing
     )
 
 
 async def goto_step(pilot, app, index: int) -> None:
-    await wait_until(pilot, lambda: app.history.position >= 0)
-    app._goto(index)
+    await wait_until(pilot, lambda: app.main.history.position >= 0)
+    app.main.goto(index)
     await wait_until(pilot, at_step(app, index))
 
 
 def at_serve_step(app, index: int) -> Callable[[], bool]:
     """Serve mode: the cursor is at step ``index``, shown, and the replay is complete."""
     return lambda: (
-        app.history.position == index and not app._show_scheduled and app._target is None
-        and app.header.step == index + 1 and app.feed.replay_done
-        and app.header.total_final and app.header.status == ""
+        app.main.shown_step == index and app.main.target is None
+        and app.main.header.step == index + 1 and app.main.feed.replay_done
+        and app.main.header.total_final and app.main.header.status == ""
     )
 
 
 async def goto_serve_step(pilot, app, index: int) -> None:
-    await wait_until(pilot, lambda: app.history.position >= 0 and app.feed.replay_done)
-    app._goto(index)
+    await wait_until(pilot, lambda: app.main.history.position >= 0 and app.main.feed.replay_done)
+    app.main.goto(index)
     await wait_until(pilot, at_serve_step(app, index))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.model import BlockState, GroupTable, KVEvent, SeqView, Slot, StepRecord, Totals
 from tests.conftest import req
-from tui.app import find_request
+from tui.screens.inspector import find_request
 from tui.widgets import palette
 from tui.widgets.block_inspector import scan_block
 from tui.widgets.cells import make_grid

@@ -42,6 +42,11 @@ def test_slot_hash_is_the_hash_vllm_puts_in_its_events():
     assert [backend.slot(b).ref_cnt for b in ids] == [1, 1]
     # vLLM keys its cache by hash + group id; the adapter keeps them apart.
     assert [backend.slot(b).group for b in ids] == [0, 0]
+    # The fast reader (attrgetter on _block_hash, a decode cache) reads the same slots,
+    # the first time and from its cache.
+    assert backend.slots(list(ids)) == backend.slots(list(ids)) == [backend.slot(b) for b in ids]
+    backend.free(r)
+    assert backend.slots(list(ids)) == [Slot(0, h, 0) for h in stored]
     assert all(e.group == 0 for e in events if e.kind is EventKind.STORED)
 
 

@@ -97,6 +97,11 @@ class Feed:
         return self._want
 
     @property
+    def replay_paused(self) -> bool:
+        """The replay waits for the cursor (RUN_AHEAD records lie beyond it)."""
+        return self._replay_waiting
+
+    @property
     def reader_paused(self) -> bool:
         """The reader is waiting for the replay to catch up (not loading anything)."""
         return self._reader_waiting

@@ -89,6 +89,11 @@ def replay_trace(
                     run.status = "vllm_error"
                     run.message = f"step {record.index}: {record.error.message}"
     except KeyboardInterrupt:
+        # Ctrl-C may land between `last = record` and its rows being kept: add them then,
+        # so the rows add up to the totals of `last`.
+        rows = last.rows if last is not None and keep_rows else ()
+        if rows and (not run.results or run.results[-1] is not rows[-1]):
+            run.results.extend(rows)
         run.status = "interrupted"
         run.message = f"interrupted after {last.index + 1 if last else 0} steps"
     except TraceError as err:

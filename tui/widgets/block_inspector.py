@@ -152,9 +152,12 @@ def _steps(verb: str, steps: tuple[int, ...], limit: int = 10) -> str:
 class BlockInspector(VerticalScroll):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES | {"inspector--dim", "inspector--title"}
 
-    def __init__(self, *, serve: bool = False, **kw) -> None:
+    def __init__(self, hint: str, state_label: str = "in this request: ", **kw) -> None:
+        """``hint``: how to pick a block in this view; ``state_label``: whose block-table
+        state the report shows (the request's, or its latest live holder's)."""
         super().__init__(**kw)
-        self.serve = serve
+        self.hint = hint
+        self.state_label = state_label
         self.report: BlockReport | None = None
         self.pending: int | None = None
         self._palette = palette.Palette(self)
@@ -163,17 +166,7 @@ class BlockInspector(VerticalScroll):
         yield Static(self._hint(), id="inspector-body")
 
     def _hint(self) -> Text:
-        if self.serve:
-            return Text(
-                "Click a block in the pool map or a running block table, or press [ / ] to "
-                "walk the running sequences' blocks, or b to pick a block id.",
-                style="dim",
-            )
-        return Text(
-            "Click a block in the pool map or the block table, or press [ / ] to walk the "
-            "current request's blocks, or b to pick a block id.",
-            style="dim",
-        )
+        return Text(self.hint, style="dim")
 
     def _body(self) -> Static:
         return self.query_one("#inspector-body", Static)
@@ -203,7 +196,7 @@ class BlockInspector(VerticalScroll):
         out.append("hash ", dim)
         out.append(f"{h.hex()}\n" if h is not None else "none (not cached)\n")
         if r.state is not None:
-            out.append("in its latest holder: " if self.serve else "in this request: ", dim)
+            out.append(self.state_label, dim)
             out.append(f" {r.state.letter} ", self._palette[palette.STATE_CLASS[r.state]])
             out.append(f" {palette.STATE_LABEL[r.state]}, logical block {r.position}\n")
         if r.holder is not None and r.position is not None:

@@ -3,6 +3,8 @@ and the keys. Written for a room: someone new to vLLM should follow it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.widget import Widget
 
@@ -71,26 +73,54 @@ SERVE_KEYS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Guide:
+    """What the help says about one view (each Screen names its own)."""
+
+    held_states: bool  # its block tables show held blocks (H, s)
+    pool_note: str  # how the current step's blocks show in the pool map
+    sections: tuple[tuple[str, str], ...] = ()  # (heading, text) after the numbers
+    keys: tuple[tuple[str, str], ...] = ()  # keys of this view, after the common ones
+
+
+SEQUENTIAL_GUIDE = Guide(
+    held_states=False,
+    pool_note=" The current request's blocks show their block-table letter in the pool map.\n",
+)
+
+SERVE_GUIDE = Guide(
+    held_states=True,
+    pool_note=(
+        " Blocks a running sequence took or filled at this step show their letter in "
+        "the pool map; blocks held from earlier show = (ref count 1) or s (shared) "
+        "where cells print ids, and their ref count where they do not.\n"
+    ),
+    sections=(("Serve mode", SERVE),),
+    keys=SERVE_KEYS,
+)
+
+
 class HelpBody(Widget):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES | {"help--heading"}
 
-    def __init__(self, *, serve: bool = False, **kw) -> None:
+    def __init__(self, guide: Guide = SEQUENTIAL_GUIDE, **kw) -> None:
         super().__init__(**kw)
-        self.serve = serve
+        self.guide = guide
 
     def render(self) -> Text:
+        guide = self.guide
         head = self.get_component_rich_style("help--heading")
         out = Text()
         out.append("Prefix caching\n", head)
         out.append(INTRO + "\n\n")
         out.append("Block table states (one cell per logical block of the current request)\n", head)
         for state in BlockState:
-            if state is BlockState.HELD and not self.serve:
+            if state is BlockState.HELD and not guide.held_states:
                 continue
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state]}: ", "bold")
             out.append(palette.STATE_HELP[state] + "\n")
-        if self.serve:
+        if guide.held_states:
             out.append(f" {palette.HELD_SHARED_GLYPH} ", self.get_component_rich_style(palette.HELD_SHARED))
             out.append(f" {palette.HELD_SHARED_LABEL}: ", "bold")
             out.append(palette.HELD_SHARED_HELP + "\n")
@@ -101,27 +131,18 @@ class HelpBody(Widget):
             out.append(f" {glyph} ", self.get_component_rich_style(cls))
             out.append(f" {palette.POOL_LABEL[cls]}: ", "bold")
             out.append(palette.POOL_HELP[cls] + "\n")
-        if self.serve:
-            out.append(
-                " Blocks a running sequence took or filled at this step show their letter in "
-                "the pool map; blocks held from earlier show = (ref count 1) or s (shared) "
-                "where cells print ids, and their ref count where they do not.\n"
-            )
-        else:
-            out.append(
-                " The current request's blocks show their block-table letter in the pool map.\n"
-            )
+        out.append(guide.pool_note)
         out.append("\nCached-free blocks and eviction\n", head)
         out.append(FREE_QUEUE + "\n\n")
         out.append("The recomputed last block\n", head)
         out.append(LAST_BLOCK + "\n\n")
         out.append("The numbers\n", head)
         out.append(NUMBERS + "\n\n")
-        if self.serve:
-            out.append("Serve mode\n", head)
-            out.append(SERVE + "\n\n")
+        for heading, text in guide.sections:
+            out.append(heading + "\n", head)
+            out.append(text + "\n\n")
         out.append("Keys\n", head)
-        for keys, what in KEYS + (SERVE_KEYS if self.serve else ()):
+        for keys, what in KEYS + guide.keys:
             out.append(f" {keys:<14}", "bold")
             out.append(f" {what}\n")
         return out

@@ -24,24 +24,25 @@ POOL_SHORTER = {**POOL_SHORT, palette.POOL_CACHED: "cached"}
 
 
 class Legend(Widget):
-    """``serve``: also the held states of serve mode's running block tables."""
+    """``show_held``: also the held states (block tables of sequences that keep their
+    blocks from one step to the next, as serve mode's running ones do)."""
 
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
 
-    def __init__(self, *, serve: bool = False, **kw) -> None:
+    def __init__(self, *, show_held: bool = False, **kw) -> None:
         super().__init__(**kw)
-        self.serve = serve
+        self.show_held = show_held
 
     def render(self) -> Text:
         width = self.size.width
         states = self._states(long=True)
         if states.cell_len > width * 0.6:
             states = self._states(long=False)
-        held = self._held()  # serve mode: the held states
+        held = self._held()
         if states.cell_len + held.cell_len <= width:
             states, held = states + held, Text()
         pool = held + self._pool(POOL_SHORT, help_hint=True)
-        if held and pool.cell_len > width:  # serve, narrow: the shortest pool labels
+        if held and pool.cell_len > width:  # narrow: the shortest pool labels
             pool = held + self._pool(POOL_SHORTER, help_hint=False)
         if states.cell_len + 2 + pool.cell_len <= width:
             return Text.assemble(states, ("│ ", self.get_component_rich_style(palette.LABEL)), pool)
@@ -66,7 +67,7 @@ class Legend(Widget):
 
     def _held(self) -> Text:
         out = Text()
-        if self.serve:
+        if self.show_held:
             held = BlockState.HELD
             out.append(f" {held.letter} ", self.get_component_rich_style(palette.STATE_CLASS[held]))
             out.append(f" {palette.STATE_LABEL[held]}  ")

@@ -9,7 +9,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from tui.widgets.help_text import HelpBody
+from tui.widgets.help_text import Guide, HelpBody
 from tui.widgets.safe import safe_text
 
 
@@ -18,15 +18,15 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "dismiss", "Close"),
     ]
 
-    def __init__(self, *, serve: bool = False) -> None:
+    def __init__(self, guide: Guide) -> None:
         super().__init__()
-        self.serve = serve
+        self.guide = guide
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
             yield Label(Text("prefix-tui — what you are looking at"), id="help-title")
             with VerticalScroll(id="help-scroll"):
-                yield HelpBody(serve=self.serve, id="help-body")
+                yield HelpBody(self.guide, id="help-body")
             yield Label(Text("↑/↓ scroll · Esc or ? close"), classes="modal-hint")
 
 

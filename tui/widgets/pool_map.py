@@ -2,7 +2,8 @@
 
 A 100,000-block pool must scroll and step smoothly, so there is one widget, not one per
 block: ``render_line`` draws only the visible rows, and each row's Strip is kept in an LRU
-cache; a step drops only the rows holding blocks it changed, a jump drops them all.
+cache; a step drops and repaints (``refresh_lines``) only the rows holding blocks it
+changed, a jump drops them all.
 
 ``held_glyphs`` (serve mode, where many blocks are held at once): when cells print their
 block id, a held block prints "=" (ref count 1) or "s" (ref count > 1), as the running
@@ -22,7 +23,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.model import BlockState, Slot, slot_status
+from engine.model import BlockState, Slot
 from tui.messages import BlockClicked
 from tui.widgets import palette
 from tui.widgets.cells import Grid, make_grid
@@ -65,37 +66,27 @@ class PoolMap(ScrollView, can_focus=True):
         self._evicted = evicted
         if changed is None:
             self._cache.clear()
+            self.refresh()
         else:
             per_row = self._grid.per_row
-            for row in {bid // per_row for bid in changed}:
-                self._cache.discard(row)
-        self.refresh()
+            self._invalidate_rows({bid // per_row for bid in changed})
 
     def select(self, block_id: int | None, *, scroll: bool = True) -> None:
         per_row = self._grid.per_row
-        for bid in (self.selected, block_id):
-            if bid is not None:
-                self._cache.discard(bid // per_row)
+        self._invalidate_rows({bid // per_row for bid in (self.selected, block_id) if bid is not None})
         self.selected = block_id
-        self.refresh()
         if block_id is not None and scroll:
             line = self._grid.row_of(block_id) * self._grid.row_height
             top = round(self.scroll_offset.y)
             if not top <= line < top + self.scrollable_content_region.height:
                 self.scroll_to(y=max(0, line - 2), animate=False)
 
-    def cell(self, block_id: int) -> tuple[str, str]:
-        """(component class, glyph) of one block as drawn now; tests read this."""
-        state = self._current.get(block_id)
-        if state is not None:
-            return palette.STATE_CLASS[state], state.letter
-        if block_id in self._evicted:
-            return palette.POOL_EVICTED, palette.POOL_GLYPH[palette.POOL_EVICTED]
-        slot = self._pool[block_id] if block_id < len(self._pool) else (0, None)
-        cls = palette.pool_class(slot_status(block_id, slot, self.null_block_id), slot[0])
-        if self.held_glyphs and self._grid.show_id and slot[0] > 0 and block_id != self.null_block_id:
-            return cls, _held_glyph(slot[0])
-        return cls, palette.pool_glyph(cls, slot[0])
+    def _invalidate_rows(self, rows: set[int]) -> None:
+        """Drop these grid rows' strips and repaint only their lines."""
+        height = self._grid.row_height
+        for row in rows:
+            self._cache.discard(row)
+            self.refresh_lines(row * height)
 
     @property
     def grid(self) -> Grid:
@@ -203,7 +194,3 @@ class PoolMap(ScrollView, can_focus=True):
         if index is not None:
             event.stop()
             self.post_message(BlockClicked(index, source="pool"))
-
-
-def _held_glyph(ref_cnt: int) -> str:
-    return palette.HELD_SHARED_GLYPH if ref_cnt > 1 else "="

@@ -51,10 +51,9 @@ class RequestPanel(Widget):
         "request--id", "request--dim", "request--ok", "request--warn", "request--error",
     }
 
-    def __init__(self, block_size: int, *, serve: bool = False, **kw) -> None:
+    def __init__(self, block_size: int, **kw) -> None:
         super().__init__(**kw)
         self.block_size = block_size
-        self.serve = serve
         self.record: StepRecord | None = None
         self.message = ""  # shown when there is no record yet (loading, failures)
 
@@ -66,7 +65,7 @@ class RequestPanel(Widget):
     def render(self) -> Text:
         rec = self.record
         dim = self.get_component_rich_style("request--dim")
-        if self.serve and rec is not None:
+        if rec is not None and rec.serve is not None:  # a scheduler iteration
             return self._render_serve(rec, dim)
         if rec is None or rec.request is None:
             return Text(safe_text(self.message), style=dim)

@@ -47,6 +47,7 @@ class SequenceTable(DataTable):
     def __init__(self, block_size: int, **kw) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, cell_padding=1, **kw)
         self.block_size = block_size
+        self.filled = 0  # rows 0..filled-1 show their replay results
 
     def on_mount(self) -> None:
         for label, key, width in COLUMNS:
@@ -66,8 +67,14 @@ class SequenceTable(DataTable):
                 key=str(req.index),
             )
 
-    def apply_records(self, records: Sequence[StepRecord]) -> None:
-        """Fill in the replay's columns for newly recorded steps."""
+    def fill_to(self, records: Sequence[StepRecord], end: int) -> None:
+        """Fill in the replay's columns of the rows up to ``end`` (exclusive) not filled
+        yet, from ``records`` (the history's, indexed by step)."""
+        if end > self.filled:
+            self._apply(records[self.filled : end])
+            self.filled = end
+
+    def _apply(self, records: Sequence[StepRecord]) -> None:
         for rec in records:
             r = rec.request
             key = str(rec.index)

@@ -125,18 +125,21 @@ class TotalsFigures(Widget):
 
 
 class TotalsPanel(Vertical):
-    def __init__(self, *, serve: bool = False, **kw) -> None:
+    """``rows``: the figures shown (ROWS, or ROWS + SERVE_ROWS); ``spark_label``: what the
+    sparkline draws, one value per step (the screen supplies the values)."""
+
+    def __init__(self, rows: tuple = ROWS, spark_label: str = "hit rate per request", **kw) -> None:
         super().__init__(**kw)
-        self.serve = serve
+        self.rows = rows
+        self.spark_label = spark_label
         self.values: dict[str, str] = self._values(Totals())
 
     def _values(self, totals: Totals) -> dict[str, str]:
-        if self.serve:
-            return {**totals_values(totals), **serve_values(totals)}
-        return totals_values(totals)
+        every = {**totals_values(totals), **serve_values(totals)}
+        return {key: every[key] for row in self.rows for key in (row[1], row[3])}
 
     def compose(self) -> ComposeResult:
-        figures = TotalsFigures(ROWS + SERVE_ROWS if self.serve else ROWS, id="totals-figures")
+        figures = TotalsFigures(self.rows, id="totals-figures")
         figures.values = self.values
         yield figures
         yield Label(self._spark_label(), id="totals-spark-label")
@@ -151,9 +154,7 @@ class TotalsPanel(Vertical):
 
     def _spark_label(self) -> str:
         steps = min(SPARK_STEPS, max(self.size.width - 2, 0)) or SPARK_STEPS
-        if self.serve:
-            return f"KV blocks in use per iteration, last {steps} steps"
-        return f"hit rate per request, last {steps} steps"
+        return f"{self.spark_label}, last {steps} steps"
 
     def on_resize(self) -> None:
         self.query_one("#totals-spark-label", Label).update(self._spark_label())

@@ -7,13 +7,15 @@ loudly, naming the installed vLLM, instead of showing wrong numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from operator import attrgetter
 from typing import Any
 
 from engine.errors import UserError
 from engine.model import Slot
 
 _HASH_KEY_GROUP_BYTES = 4  # vLLM's BlockHashWithGroupId: hash bytes + 4-byte group id
+_REF_AND_KEY = attrgetter("ref_cnt", "_block_hash")  # KVCacheBlock's fields
 
 
 class AdapterMismatch(UserError):
@@ -49,6 +51,37 @@ class PoolInternals:
     @staticmethod
     def free_queue_iter(pool: Any) -> Iterator[Any]:
         return pool.free_block_queue.iter_blocks_after(None)
+
+
+class SlotReader:
+    """Reads many blocks' slots fast (a detailed replay reads every block of two tables per
+    step): a block's hash key is decoded once and reused while vLLM keeps that same key
+    object on the block; slots are built without NamedTuple's Python-level __new__."""
+
+    def __init__(self, blocks: list) -> None:
+        self._blocks = blocks
+        self._keys: list[Any] = [None] * len(blocks)
+        self._decoded: list[tuple[bytes, int] | None] = [None] * len(blocks)
+
+    def read(self, block_ids: Iterable[int]) -> list[Slot]:
+        ids = block_ids if isinstance(block_ids, list) else list(block_ids)
+        blocks, keys, decoded = self._blocks, self._keys, self._decoded
+        make = tuple.__new__
+        cut = -_HASH_KEY_GROUP_BYTES
+        out: list[Slot] = []
+        append = out.append
+        # (ref_cnt, hash key) of every block in C (attrgetter); KVCacheBlock.block_hash is a
+        # property over _block_hash, one Python call a block.
+        for bid, (ref_cnt, key) in zip(ids, map(_REF_AND_KEY, map(blocks.__getitem__, ids))):
+            if key is None:
+                append(make(Slot, (ref_cnt, None, 0)))
+                continue
+            if key is not keys[bid]:
+                keys[bid] = key
+                decoded[bid] = (key[:cut], int.from_bytes(key[cut:], "big"))
+            bare, group = decoded[bid]
+            append(make(Slot, (ref_cnt, bare, group)))
+        return out
 
 
 class SchedInternals:
@@ -115,6 +148,11 @@ def check_manager(manager: Any) -> list[str]:
             problems.append("KVCacheBlock.ref_cnt is not an int")
         if slot.block_hash is not None and not isinstance(slot.block_hash, bytes):
             problems.append("KVCacheBlock.block_hash is not bytes")
+        block = blocks[-1]
+        if _REF_AND_KEY(block) != (block.ref_cnt, block.block_hash):
+            problems.append("KVCacheBlock._block_hash is not what block_hash returns")
+        if SlotReader(blocks).read([len(blocks) - 1]) != [slot]:
+            problems.append("SlotReader reads another slot than PoolInternals.slot")
         PoolInternals.null_block_id(pool)
         next(iter(PoolInternals.free_queue_iter(pool)), None)
         problems += [f"BlockPool.{n} is missing" for n in POOL_METHODS

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.backends.vllm_v1 import events
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
-from engine.backends.vllm_v1.internals import PoolInternals, check_manager, ensure
+from engine.backends.vllm_v1.internals import PoolInternals, SlotReader, check_manager, ensure
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.model import KVEvent, Slot
@@ -42,6 +42,7 @@ class PoolReader:
         self.manager = manager
         self._pool = PoolInternals.block_pool(manager)
         self._blocks = PoolInternals.blocks(self._pool)
+        self._reader = SlotReader(self._blocks)
         self.null_block_id = PoolInternals.null_block_id(self._pool)
 
     def block_tables(self, seq_id: str) -> GroupIds:
@@ -51,8 +52,7 @@ class PoolReader:
         return PoolInternals.slot(self._blocks[block_id])
 
     def slots(self, block_ids: Iterable[int]) -> list[Slot]:
-        slot, blocks = PoolInternals.slot, self._blocks
-        return [slot(blocks[i]) for i in block_ids]
+        return self._reader.read(block_ids)
 
     def scan_pool(self) -> list[Slot]:
         """Every block's slot, read straight from vLLM (tests and the first snapshot)."""

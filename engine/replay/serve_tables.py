@@ -1,0 +1,133 @@
+"""Serve mode's block tables (detail only): every running sequence's table and block
+states at one iteration, kept up to date from what the scheduler output says, and the
+blocks whose slots may have changed. A mixin of ServeReplay (engine/replay/serve.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.model import BlockState, GroupTable, RequestResult, SeqView, TraceRequest
+from engine.replay.common import block_state, cdiv
+
+if TYPE_CHECKING:
+    from engine.backends.vllm_v1.scheduler import Scheduled
+
+# The KV cache group whose block tables serve mode classifies: the only one today's
+# layouts have. A hybrid layout adds its other groups here (issue 12).
+GROUP = 0
+
+
+@dataclass(slots=True)
+class _Live:
+    """One request vLLM knows, from arrival to finish."""
+
+    req: TraceRequest
+    out: tuple[int, ...]  # the tokens the model will sample, in order
+    sampled: int = 0  # tokens handed to vLLM by the fake model runner
+    delivered: int = 0  # tokens vLLM appended (EngineCoreOutput.new_token_ids)
+    result: RequestResult | None = None  # at first admission
+    hit_tokens: int = 0  # the latest prefix lookup (admission or resume)
+    table: tuple[int, ...] = ()  # block table at the last record (detail only)
+    states: tuple[BlockState, ...] = ()
+    frontier: int = 0  # tokens known and computed at the last record
+    message: str = ""
+
+
+
+class SeqTables:
+    # Uses the ServeReplay it is mixed into (its attributes, as named there).
+
+    # -- block tables and the pool (detail) -----------------------------------------------------
+    def _seq_views(self, scheduled: Scheduled | None, running: list[str], finished: list[str]):
+        b = self.backend
+        bs = self.settings.block_size
+        mirror = self._mirror
+        touched: list[int] = []
+        admissions = {a.seq_id: a for a in scheduled.admissions} if scheduled else {}
+        # Hit states, in admission order: a hit on a block that another request holds, or
+        # that a request scheduled earlier in this same schedule() took, is shared.
+        claimed: set[int] = set()
+        if scheduled is not None:
+            for groups in scheduled.new_block_ids.values():
+                for blocks in groups:
+                    claimed.update(blocks)
+                    touched.extend(blocks)
+        hit_states: dict[str, list[BlockState]] = {}
+        for a in admissions.values():
+            states = []
+            for bid in a.block_ids[GROUP][: a.num_cached_tokens // bs]:
+                shared = mirror[bid].ref_cnt > 0 or bid in claimed
+                states.append(BlockState.HIT_SHARED if shared else BlockState.HIT_FREE)
+            hit_states[a.seq_id] = states
+            for blocks in a.block_ids:
+                claimed.update(blocks)
+                touched.extend(blocks)
+        running_set = set(running)
+        # Blocks of requests that stopped running (finished, preempted) change; of those
+        # still running only the tail past what was computed and cached can change.
+        for seq_id in self._running_prev:
+            live = self._live.get(seq_id)
+            if live is None:
+                continue
+            if seq_id in running_set and seq_id not in admissions:
+                touched.extend(live.table[self._stable_blocks(live.frontier):])
+            else:
+                touched.extend(live.table)
+        views: list[SeqView] = []
+        grown = scheduled.new_block_ids if scheduled is not None else {}
+        for seq_id in running:
+            live = self._live[seq_id]
+            # The block table as the scheduler output tells the model runner: whole on
+            # admission (new and resumed), else only the blocks added (asking vLLM for
+            # the whole table every step costs O(blocks held) per sequence).
+            adm = admissions.get(seq_id)
+            if adm is not None:
+                table = tuple(adm.block_ids[GROUP]) if adm.block_ids else ()
+            elif seq_id in grown:
+                table = live.table + tuple(grown[seq_id][GROUP])
+            else:
+                table = live.table
+            if self.verify_pool:
+                assert table == tuple(b.block_tables(seq_id)[GROUP]), f"block table of {seq_id}"
+            num_tokens, computed = b.progress(seq_id)
+            prompt_len = live.req.num_prompt_tokens
+            prompt_blocks = cdiv(prompt_len, bs)
+            if adm is not None:
+                hits = hit_states[seq_id]
+                held = 0
+                touched.extend(table)
+            else:
+                hits = []
+                held = len(live.table) if table[: len(live.table)] == live.table else 0
+                touched.extend(table[self._stable_blocks(live.frontier):])
+            recomputed = (
+                adm is not None and not adm.resumed and live.result is not None
+                and live.result.recomputed_last_block
+            )
+            last = prompt_blocks - 1 if recomputed else None
+            live.table = table
+            # Blocks held from the step before are HELD without asking: a long prompt
+            # decoding for many steps would otherwise re-derive every state each step.
+            start = len(hits) if held == 0 else held
+            live.states = (*hits, *((BlockState.HELD,) * held), *(
+                block_state(i, mirror[table[i]].block_hash is not None, hits=hits, held=held,
+                            computed=computed, block_size=bs, recomputed_index=last)
+                for i in range(start, len(table))
+            ))
+            live.frontier = min(num_tokens, computed)
+            views.append(SeqView(
+                seq_id=seq_id, request_id=live.req.request_id,
+                tables=(GroupTable(GROUP, table, live.states),),
+                num_prompt_tokens=prompt_len, num_tokens=num_tokens,
+                num_hit_tokens=live.hit_tokens, num_prompt_blocks=prompt_blocks,
+            ))
+        return tuple(views), touched
+
+    def _stable_blocks(self, frontier: int) -> int:
+        """Leading blocks of a running request that cannot change any more except by ref
+        count (which other requests' tables cover): full of tokens that were known and
+        computed at the last record, with two tokens and one block of margin for what the
+        async scheduler hashes one iteration late."""
+        return max(0, (frontier - 2) // self.settings.block_size - 1)
+
