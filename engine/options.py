@@ -42,6 +42,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--trace-block-size", type=int, default=512,
         help="tokens per hash id in Mooncake traces (default 512)",
     )
+    t.add_argument(
+        "--max-requests", type=int, default=None, metavar="N",
+        help="replay only the first N requests of the trace (default: all)",
+    )
     m = parser.add_argument_group("replay mode")
     m.add_argument(
         "--mode", choices=MODES, default="sequential",

@@ -70,3 +70,31 @@ def test_a_bad_first_line_stops_before_vllm_loads(tmp_path, capsys, monkeypatch)
     assert code == 2 and built == [] and not out.exists()
     assert cap.err.strip().splitlines()[-1].startswith(f"prefix-tui: {trace}:1:")
     assert cap.out == ""  # no all-zero report
+
+
+def test_max_requests_replays_the_first_n_and_the_json_says_how_it_ran(tmp_path, capsys):
+    lines = b"".join(b'{"prompt_token_ids": [%d, 2, 3, 4, 5]}\n' % i for i in range(1, 6))
+    out = tmp_path / "r.json"
+    code = main([str(_trace(tmp_path, lines)), "--headless", "--no-progress", "--json", str(out),
+                 "--max-requests", "2", "--trace-block-size", "64"])
+    capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert code == 0 and doc["totals"]["requests"] == len(doc["requests"]) == 2
+    s = doc["settings"]
+    assert s["trace"] == str(tmp_path / "t.jsonl") and s["max_requests"] == 2
+    assert s["trace_block_size"] == 64 and s["tokenizer"] is None and s["serve"] is None
+
+
+def test_serve_json_names_the_scheduler_knobs(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main([str(_trace(tmp_path)), "--headless", "--no-progress", "--json", str(out),
+                 "--mode", "serve", "--max-num-seqs", "3", "--no-async-scheduling"])
+    capsys.readouterr()
+    serve = json.loads(out.read_text())["settings"]["serve"]
+    assert code == 0 and serve["max_num_seqs"] == 3 and serve["async_scheduling"] is False
+
+
+def test_max_requests_below_one_is_one_line(tmp_path, capsys):
+    code = main([str(_trace(tmp_path)), "--headless", "--no-progress", "--max-requests", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--max-requests must be an int >= 1" in err and "Traceback" not in err

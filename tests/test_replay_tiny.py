@@ -149,3 +149,21 @@ def test_block_chunked_decode_matches_token_by_token(out_len):
     assert set(delta_after) == set(ids)
     assert [delta_after[b] for b in ids] == plain.slots(ids)
     assert recs[0].free_head == tuple(plain.free_queue(64))
+
+
+@pytest.mark.parametrize("new, out, evicted, expected", [
+    (1, 0, 0, "0 of 1 prompt block reused from cache; 1 new prompt block"),
+    (2, 1, 1, "0 of 2 prompt blocks reused from cache; 2 new prompt blocks + 1 output block, "
+              "evicting 1 cached block"),
+    (1309, 2, 0, "0 of 1,309 prompt blocks reused from cache; 1,309 new prompt blocks + 2 output blocks"),
+])
+def test_step_sentence_names_prompt_and_output_blocks_apart(new, out, evicted, expected):
+    # The totals' "blocks new" counts prompt blocks only; the sentence must not call
+    # prompt + output blocks "new blocks". Singular and thousands separators, by hand.
+    from engine.model import RequestResult
+    from engine.replay.common import describe
+
+    r = RequestResult(request=req(0, (1,)), seq_id="0", outcome=Outcome.OK, prompt_tokens=new * 4,
+                      hit_tokens=0, hit_blocks=0, new_blocks=new, output_blocks=out,
+                      evicted_blocks=evicted, prompt_blocks=new, recomputed_last_block=False)
+    assert describe(r) == expected

@@ -188,6 +188,12 @@ def test_native_fields_hand_worked(tmp_path):
     assert c.output_token_ids == (4, 5) and c.num_output_tokens == 2
 
 
+def test_an_empty_reply_is_no_output_tokens(tmp_path):
+    # The reply template adds " \n" around a reply; an empty reply must not become 2 tokens.
+    (r,) = read_trace(write(tmp_path, '{"prompt": "Hello", "output": ""}\n'))
+    assert r.num_output_tokens == 0 and r.output_len == 0
+
+
 def test_long_display_text_is_cut(tmp_path):
     p = write(tmp_path, '{"prompt": "' + "word " * 999 + 'word"}\n')
     (r,) = read_trace(p)

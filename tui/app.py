@@ -43,12 +43,13 @@ class InspectorApp(App[int]):
         *,
         tokenizer_name: str | None = None,
         trace_block_size: int = 512,
+        max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
         super().__init__()
         self.main = self.VIEWS[entry.view](
             trace_path, entry, options, tokenizer_name=tokenizer_name,
-            trace_block_size=trace_block_size, requests=requests,
+            trace_block_size=trace_block_size, max_requests=max_requests, requests=requests,
         )
 
     def get_default_screen(self) -> InspectorScreen:

@@ -57,9 +57,11 @@ class Feed:
         *,
         tokenizer_name: str | None = None,
         trace_block_size: int = 512,
+        max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
         self.post = post
+        self.max_requests = max_requests
         self.entry = entry
         self.options = options
         self.per_request = entry.pacing is Pacing.PER_REQUEST
@@ -124,6 +126,7 @@ class Feed:
                 tokenizer_name=self.tokenizer_name,
                 trace_block_size=self.trace_block_size,
                 cancel=self.cancel,
+                max_requests=self.max_requests,
             )
             source = reader
         last = 0.0

@@ -14,10 +14,12 @@ def run_inspector(args: argparse.Namespace) -> int:
 
     entry, options = backend_from_args(args)  # bad --max-num-seqs etc.: one line, exit 2
     # Opens the file and reads its first line: a missing or empty trace fails here.
-    TraceReader(args.trace, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size)
+    TraceReader(args.trace, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size,
+                max_requests=args.max_requests)
     app = InspectorApp(
         args.trace, entry, options,
         tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size,
+        max_requests=args.max_requests,
     )
     app.run()
     return app.return_code or 0

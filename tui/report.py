@@ -6,6 +6,8 @@ into markup strings.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import itertools
 import signal
@@ -62,7 +64,8 @@ def replay_trace(
     """Replay one trace to the end (or to an error / Ctrl-C), counting only."""
     from engine.trace.reader import TraceReader
 
-    reader = TraceReader(path, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size)
+    reader = TraceReader(path, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size,
+                         max_requests=args.max_requests)
     # A bad first request stops here, before vLLM takes seconds to load.
     stream = iter(reader)
     first = next(stream, None)
@@ -71,8 +74,13 @@ def replay_trace(
     with err_console.status("importing vLLM…") if show_progress else _null():
         backend = entry.build(options)
     replay = backend.replay(requests, detail=False)
-    run = RunResult(label=path, settings=settings_dict(options.settings, backend.version,
-                                                      mode=entry.mode))
+    # Enough to reproduce the run: the trace and how it was read, the mode and its knobs.
+    serve = dataclasses.asdict(options.serve) if options.serve is not None else None
+    run = RunResult(label=path, settings=settings_dict(
+        options.settings, backend.version, mode=entry.mode, trace=str(path),
+        tokenizer=args.tokenizer, trace_block_size=args.trace_block_size,
+        max_requests=args.max_requests, serve=serve,
+    ))
     start = time.perf_counter()
     progress = _progress(err_console, disabled=not show_progress)
     last: StepRecord | None = None
@@ -176,6 +184,7 @@ def settings_line(s: dict) -> Text:
         f"vLLM {s['vllm_version']} · mode {s.get('mode', 'sequential')} · block size "
         f"{s['block_size']} · pool {s['num_gpu_blocks']:,} blocks · max_model_len "
         f"{s['max_model_len']:,} · prefix caching {caching}"
+        + (f" · first {s['max_requests']:,} requests" if s.get("max_requests") else "")
     )
 
 

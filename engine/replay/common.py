@@ -114,20 +114,27 @@ def make_record(
     )
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 block", "1,309 blocks": a count with its noun, singular or plural."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def describe(r: RequestResult) -> str:
     """One sentence saying what happened to a request, for the TUI and the report."""
     if r.outcome is Outcome.ERROR:
         return f"vLLM raised an error: {r.message}"
     if r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG):
         return f"did not fit: {r.message}"
-    parts = [f"{r.hit_blocks} of {r.prompt_blocks} blocks reused from cache"]
+    parts = [f"{r.hit_blocks:,} of {counted(r.prompt_blocks, 'prompt block')} reused from cache"]
     if r.recomputed_last_block:
         parts.append("last block recomputed (vLLM always recomputes the last prompt token)")
-    new = r.new_blocks + r.output_blocks
+    # Prompt and output blocks named apart: the totals' "blocks new" counts prompt blocks.
+    new = counted(r.new_blocks, "new prompt block")
+    if r.output_blocks:
+        new += f" + {counted(r.output_blocks, 'output block')}"
     if r.evicted_blocks:
-        parts.append(f"{new} new blocks evicted {r.evicted_blocks} cached blocks")
-    else:
-        parts.append(f"{new} new blocks")
+        new += f", evicting {counted(r.evicted_blocks, 'cached block')}"
+    parts.append(new)
     if r.outcome is Outcome.TRUNCATED:
         parts.append(r.message)
     return "; ".join(parts)

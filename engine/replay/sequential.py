@@ -164,7 +164,7 @@ class SequentialReplay:
             result = unserved(
                 req, seq_id, Outcome.NOT_FITTED, bs,
                 f"needs {prompt_blocks - hit_blocks} new blocks, vLLM has "
-                f"{b.num_free_blocks()} free (pool of {self.settings.num_blocks})",
+                f"{b.num_free_blocks():,} free (pool of {self.settings.num_blocks:,})",
             )
             return result, None, [i for g in lookup.block_ids for i in g], []
         # vLLM counts the hit at admission, as its scheduler does.

@@ -50,6 +50,7 @@ from engine.model import (
 from engine.replay.common import (
     SYNTH_TOKEN_BASE,
     cdiv,
+    counted,
     describe,
     make_record,
     synth_output_tokens,
@@ -370,7 +371,8 @@ class ServeReplay(SeqTables):
         elif admitted:
             hit = sum(r.hit_blocks for r in admitted)
             total = sum(r.prompt_blocks for r in admitted)
-            parts.append(f"admitted {len(admitted)} requests, {hit} of {total} blocks from cache")
+            parts.append(f"admitted {len(admitted)} requests, {hit:,} of "
+                         f"{counted(total, 'prompt block')} from cache")
         if resumed:
             parts.append(f"resumed {len(resumed)} preempted (recompute)")
         if preempted:

@@ -82,10 +82,15 @@ class TraceReader:
         tokenizer_name: str | None = None,
         trace_block_size: int = 512,
         cancel: threading.Event | None = None,
+        max_requests: int | None = None,
     ) -> None:
+        """``max_requests``: read only the first N requests (None: all)."""
         self.path = str(path)
         if type(trace_block_size) is not int or trace_block_size < 1:
             raise TraceError(self.path, None, f"trace block size must be an int >= 1 (got {trace_block_size!r})")
+        if max_requests is not None and (type(max_requests) is not int or max_requests < 1):
+            raise TraceError(self.path, None, f"--max-requests must be an int >= 1 (got {max_requests!r})")
+        self.max_requests = max_requests
         self.tokenizer_name = tokenizer_name
         self.trace_block_size = trace_block_size
         self.cancel = cancel
@@ -157,6 +162,8 @@ class TraceReader:
             self.total_bytes = os.fstat(f.fileno()).st_size
             for lineno, text in self._lines(f):
                 if self.cancel is not None and self.cancel.is_set():
+                    return
+                if self.max_requests is not None and index >= self.max_requests:
                     return
                 obj = self._parse(lineno, text)
                 if self.format == "mooncake":
@@ -245,7 +252,8 @@ class TraceReader:
             if type(o) is not str:
                 raise fail(f"output must be a string (got {type_name(o)})")
             self._check_encodable("output", o, fail)
-            out_ids = tuple(render_reply(self._tok(), o))
+            # An empty reply is no tokens (the template would still add " \n").
+            out_ids = tuple(render_reply(self._tok(), o)) if o else ()
         elif out_given == ["output_len"]:
             out_len = obj["output_len"]
             if type(out_len) is not int:

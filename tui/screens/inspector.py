@@ -113,6 +113,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         *,
         tokenizer_name: str | None = None,
         trace_block_size: int = 512,
+        max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
         super().__init__(id="inspector")
@@ -124,7 +125,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         self.tokenizer_name = tokenizer_name
         self.feed = Feed(
             self.post_message, trace_path, entry, options, tokenizer_name=tokenizer_name,
-            trace_block_size=trace_block_size, requests=requests,
+            trace_block_size=trace_block_size, max_requests=max_requests, requests=requests,
         )
         # A checkpoint is a copy of the pool: keep them to ~1 MB-equivalent each interval.
         self.history = History(settings.num_blocks, checkpoint_every=max(512, settings.num_blocks // 64))

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.strip import Strip
 from textual.widget import Widget
 
+from engine.replay.common import counted
 from engine.model import BlockState, SeqView
 from tui.messages import BlockClicked
 from tui.widgets import palette
@@ -131,7 +132,7 @@ class BlockTable(LineScroll, Widget, can_focus=True):
         more = len(self._rows) - (self.top + height)
         if y == height - 1 and more > 0 and height > 1:
             hidden = sum(len(r) for r in self._rows[index:])
-            text = Text(f"… {hidden} more blocks below (scroll, or select one)", style=pal[palette.LABEL])
+            text = Text(f"… {counted(hidden, 'more block')} below (scroll, or select one)", style=pal[palette.LABEL])
             return self._text_strip(text, width)
         if index >= len(self._rows):
             return Strip.blank(width, base)

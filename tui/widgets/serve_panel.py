@@ -120,7 +120,7 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
         if r.outcome is Outcome.OK:
             out.append((("+ admitted  ", "serve--ok"), (f"{rid(r.seq_id):<{ID_W}} ", ""),
                         (f"{r.hit_tokens:>6,} cached tok", ""),
-                        (f"  ({r.hit_blocks} of {r.prompt_blocks} blk)", dim)))
+                        (f"  ({r.hit_blocks:,} of {r.prompt_blocks:,} blk)", dim)))
         else:
             out.append((("! rejected  ", "serve--warn"), (f"{rid(r.seq_id):<{ID_W}} ", ""),
                         (safe_text(r.message), dim)))
