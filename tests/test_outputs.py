@@ -98,3 +98,12 @@ def test_max_requests_below_one_is_one_line(tmp_path, capsys):
     code = main([str(_trace(tmp_path)), "--headless", "--no-progress", "--max-requests", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "--max-requests must be an int >= 1" in err and "Traceback" not in err
+
+
+def test_caching_off_shows_no_hit_rate(tmp_path, capsys):
+    code = main([str(_trace(tmp_path)), "--headless", "--no-progress",
+                 "--no-enable-prefix-caching"])
+    out = capsys.readouterr().out
+    hit_lines = [ln for ln in out.splitlines() if "Hit rate" in ln or "Hit tokens" in ln]
+    assert code == 0 and len(hit_lines) == 3
+    assert all("n/a (caching off)" in ln and "%" not in ln for ln in hit_lines)

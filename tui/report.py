@@ -174,8 +174,19 @@ def format_figure(f: Figure) -> str:
     return text
 
 
+UNDEFINED_WITHOUT_CACHING = {"hit_rate", "recent_hit_rate", "hit_tokens"}
+
+
 def report_figures(run: RunResult) -> list[Figure]:
-    return metrics.figures(run.totals, run.summary)
+    figures = metrics.figures(run.totals, run.summary)
+    if run.settings.get("enable_prefix_caching", True):
+        return figures
+    # With caching off vLLM makes no lookups: a hit rate is undefined, not 0 %.
+    return [
+        dataclasses.replace(f, value="n/a (caching off)", unit=Unit.TEXT, second=None)
+        if f.key in UNDEFINED_WITHOUT_CACHING else f
+        for f in figures
+    ]
 
 
 def settings_line(s: dict) -> Text:
