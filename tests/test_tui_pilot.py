@@ -189,7 +189,7 @@ async def test_eviction_step_shows_e_and_removed_events():
         assert rec.evicted, "the scenario must evict"
         assert "E" in app.main.block_table.letters
         assert rec.request.evicted_blocks == len(rec.evicted)
-        assert "evicted" in rec.note
+        assert f"evicting {len(rec.evicted)} cached block" in rec.note
         pool = app.query_one(PoolMap)
         seq = rec.seqs[0]
         states = dict(zip(seq.block_ids, seq.states))

@@ -34,9 +34,8 @@ class _Live:
     message: str = ""
 
 
-
 class SeqTables:
-    # Uses the ServeReplay it is mixed into (its attributes, as named there).
+    """Mixed into ServeReplay: uses its attributes, as named there."""
 
     # -- block tables and the pool (detail) -----------------------------------------------------
     def _seq_views(self, scheduled: Scheduled | None, running: list[str], finished: list[str]):

@@ -13,7 +13,7 @@ from tui.widgets.modals import PromptScreen
 
 
 class BlockSelection:
-    # Uses the InspectorScreen it is mixed into (its attributes, as named there).
+    """Mixed into InspectorScreen: uses its attributes, as named there."""
 
     def action_pick_block(self) -> None:
         def done(value: str | None) -> None:

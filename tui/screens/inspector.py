@@ -116,7 +116,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
-        super().__init__(id="inspector")
+        super().__init__(id="inspector-screen")  # not "inspector": the block inspector pane has that id
         settings = options.settings
         self.settings = settings
         self.entry = entry

@@ -9,7 +9,7 @@ TICK_S = 1 / 30  # playback never redraws faster than this
 
 
 class Playback:
-    # Uses the InspectorScreen it is mixed into (its attributes, as named there).
+    """Mixed into InspectorScreen: uses its attributes, as named there."""
 
     def action_step(self, delta: int) -> None:
         self.cancel_waits()
