@@ -175,9 +175,11 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         raise NotImplementedError
 
     def find(self, query: str) -> None:
+        """Move to the step of the request a query names (``/``)."""
         raise NotImplementedError
 
     def step_count_text(self) -> str:
+        """How many steps there are, for the go-to prompt ("1–N")."""
         raise NotImplementedError
 
     def requests_read(self, requests: Sequence[TraceRequest], msg: TraceProgress) -> None:
