@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from engine.backends import MODES, BackendEntry, BuildOptions, lookup
+from engine.trace.reader import TraceSource
 from engine.settings import (
     DEFAULT_HASH_ALGO,
     HASH_ALGOS,
@@ -107,6 +108,13 @@ def backend_from_args(args: argparse.Namespace, mode: str | None = None
     serve = serve_settings_from_args(args) if entry.uses_scheduler else None
     options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False))
     return entry, options
+
+
+def trace_source_from_args(args: argparse.Namespace, path: str | None = None) -> TraceSource:
+    """The trace flags as one TraceSource (``path``: another trace than args.trace, for
+    compare)."""
+    return TraceSource(path if path is not None else args.trace, tokenizer_name=args.tokenizer,
+                       trace_block_size=args.trace_block_size, max_requests=args.max_requests)
 
 
 def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:

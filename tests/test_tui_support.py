@@ -15,6 +15,7 @@ from collections.abc import Callable
 from engine.model import TraceRequest
 from engine.backends import BuildOptions, lookup
 from engine.settings import EngineSettings, ServeSettings
+from engine.trace.reader import TraceSource
 
 CHAT = EngineSettings(block_size=4, num_blocks=64)
 TINY = EngineSettings(block_size=4, num_blocks=24)
@@ -81,7 +82,8 @@ def inspector_app(settings: EngineSettings, trace_path: str | None = None, *,
 
     entry = lookup("v1", mode)
     options = BuildOptions(settings, serve if entry.uses_scheduler else None, False)
-    return InspectorApp(trace_path, entry, options, **kw)
+    source = TraceSource(trace_path) if trace_path is not None else None
+    return InspectorApp(source, entry, options, **kw)
 
 
 def serve_app(**kw):

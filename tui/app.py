@@ -18,6 +18,7 @@ from textual.app import App
 from engine.backends import BackendEntry, BuildOptions
 from engine.model import TraceRequest
 from engine.replay.protocol import View
+from engine.trace.reader import TraceSource
 from tui.screens.inspector import InspectorScreen
 from tui.screens.sequential import SequentialScreen
 from tui.screens.serve import ServeScreen
@@ -37,20 +38,15 @@ class InspectorApp(App[int]):
 
     def __init__(
         self,
-        trace_path: str | None,
+        source: TraceSource | None,
         entry: BackendEntry,
         options: BuildOptions,
         *,
-        tokenizer_name: str | None = None,
-        trace_block_size: int = 512,
-        max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
+        """``source``: the trace file, or None with ``requests`` given directly."""
         super().__init__()
-        self.main = self.VIEWS[entry.view](
-            trace_path, entry, options, tokenizer_name=tokenizer_name,
-            trace_block_size=trace_block_size, max_requests=max_requests, requests=requests,
-        )
+        self.main = self.VIEWS[entry.view](source, entry, options, requests=requests)
 
     def get_default_screen(self) -> InspectorScreen:
         # The view's screen is the base of the stack: help, prompts and errors go above it.

@@ -30,6 +30,7 @@ from engine.backends import BackendEntry, BuildOptions
 from engine.errors import UserError
 from engine.model import StepRecord, TraceRequest
 from engine.replay.protocol import Backend, Pacing
+from engine.trace.reader import TraceSource
 from tui.messages import (
     EngineFailed,
     EngineReady,
@@ -51,24 +52,18 @@ class Feed:
     def __init__(
         self,
         post: Callable[[Any], object],
-        trace_path: str | None,
+        source: TraceSource | None,
         entry: BackendEntry,
         options: BuildOptions,
         *,
-        tokenizer_name: str | None = None,
-        trace_block_size: int = 512,
-        max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
         self.post = post
-        self.max_requests = max_requests
+        self.source = source
         self.entry = entry
         self.options = options
         self.per_request = entry.pacing is Pacing.PER_REQUEST
-        self.trace_path = trace_path
         self.settings = options.settings
-        self.tokenizer_name = tokenizer_name
-        self.trace_block_size = trace_block_size
         self._given = requests
         self.requests: list[TraceRequest] = []
         self.records: list[StepRecord] = []
@@ -119,15 +114,8 @@ class Feed:
         if self._given is not None:
             source: Iterable[TraceRequest] = self._given
         else:
-            from engine.trace.reader import TraceReader
-
-            reader = TraceReader(
-                self.trace_path,
-                tokenizer_name=self.tokenizer_name,
-                trace_block_size=self.trace_block_size,
-                cancel=self.cancel,
-                max_requests=self.max_requests,
-            )
+            assert self.source is not None, "the Feed needs a trace source or requests"
+            reader = self.source.reader(cancel=self.cancel)
             source = reader
         last = 0.0
         try:

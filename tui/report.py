@@ -27,7 +27,7 @@ from engine.errors import TraceError, UserError
 from engine.export import check_writable, export_document, write_json_atomic
 from engine.metrics import Figure, Unit
 from engine.model import RequestResult, ServeSummary, StepRecord, Totals
-from engine.options import backend_from_args, settings_dict
+from engine.options import backend_from_args, settings_dict, trace_source_from_args
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.widgets.safe import safe_text
 
@@ -62,10 +62,8 @@ def replay_trace(
     keep_rows: bool, show_progress: bool,
 ) -> RunResult:
     """Replay one trace to the end (or to an error / Ctrl-C), counting only."""
-    from engine.trace.reader import TraceReader
-
-    reader = TraceReader(path, tokenizer_name=args.tokenizer, trace_block_size=args.trace_block_size,
-                         max_requests=args.max_requests)
+    source = trace_source_from_args(args, path)
+    reader = source.reader()
     # A bad first request stops here, before vLLM takes seconds to load.
     stream = iter(reader)
     first = next(stream, None)
@@ -77,9 +75,9 @@ def replay_trace(
     # Enough to reproduce the run: the trace and how it was read, the mode and its knobs.
     serve = dataclasses.asdict(options.serve) if options.serve is not None else None
     run = RunResult(label=path, settings=settings_dict(
-        options.settings, backend.version, mode=entry.mode, trace=str(path),
-        tokenizer=args.tokenizer, trace_block_size=args.trace_block_size,
-        max_requests=args.max_requests, serve=serve,
+        options.settings, backend.version, mode=entry.mode, trace=source.path,
+        tokenizer=source.tokenizer_name, trace_block_size=source.trace_block_size,
+        max_requests=source.max_requests, serve=serve,
     ))
     start = time.perf_counter()
     progress = _progress(err_console, disabled=not show_progress)

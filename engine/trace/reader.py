@@ -20,6 +20,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,22 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _DuplicateKey(f"duplicate field {k!r}")
             seen.add(k)
     return obj
+
+
+@dataclass(frozen=True)
+class TraceSource:
+    """A trace file and how to read it (the CLI's trace flags): one value the report, the
+    inspector and its feed pass along instead of four arguments each."""
+
+    path: str
+    tokenizer_name: str | None = None
+    trace_block_size: int = 512
+    max_requests: int | None = None
+
+    def reader(self, cancel: threading.Event | None = None) -> TraceReader:
+        return TraceReader(self.path, tokenizer_name=self.tokenizer_name,
+                           trace_block_size=self.trace_block_size, cancel=cancel,
+                           max_requests=self.max_requests)
 
 
 class TraceReader:

@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState
 from engine.backends import BackendEntry, BuildOptions
 from engine.model import BlockState, Outcome, StepRecord, TraceRequest
 from engine.replay.history import History
+from engine.trace.reader import TraceSource
 from tui.feed import Feed
 from tui.messages import (
     EngineFailed,
@@ -107,13 +108,10 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
 
     def __init__(
         self,
-        trace_path: str | None,
+        source: TraceSource | None,
         entry: BackendEntry,
         options: BuildOptions,
         *,
-        tokenizer_name: str | None = None,
-        trace_block_size: int = 512,
-        max_requests: int | None = None,
         requests: Iterable[TraceRequest] | None = None,
     ) -> None:
         super().__init__(id="inspector-screen")  # not "inspector": the block inspector pane has that id
@@ -121,12 +119,9 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         self.settings = settings
         self.entry = entry
         self.serve_settings = options.serve
-        self.trace_name = Path(trace_path).name if trace_path else "(requests)"
-        self.tokenizer_name = tokenizer_name
-        self.feed = Feed(
-            self.post_message, trace_path, entry, options, tokenizer_name=tokenizer_name,
-            trace_block_size=trace_block_size, max_requests=max_requests, requests=requests,
-        )
+        self.trace_name = Path(source.path).name if source is not None else "(requests)"
+        self.tokenizer_name = source.tokenizer_name if source is not None else None
+        self.feed = Feed(self.post_message, source, entry, options, requests=requests)
         # A checkpoint is a copy of the pool: keep them to ~1 MB-equivalent each interval.
         self.history = History(settings.num_blocks, checkpoint_every=max(512, settings.num_blocks // 64))
         self.vllm_version: str | None = None
