@@ -13,6 +13,7 @@ groups (full attention and sliding window) fits the same records.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -39,6 +40,10 @@ class TraceRequest:
     turn: int | None = None
     # Prompt text as given (prompt/messages formats), for display only; untrusted.
     text: str | None = None
+    # vLLM's tenant isolation: the salt enters the first block's hash (as vLLM's OpenAI
+    # API's ``cache_salt``); a LoRA adapter's name enters every block's hash.
+    cache_salt: str | None = None
+    lora_name: str | None = None
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -343,3 +348,11 @@ class ServeSummary:
 def removed_count(events: tuple[KVEvent, ...] | list[KVEvent]) -> int:
     """Hashes in BlockRemoved events: the cached blocks vLLM evicted."""
     return sum(len(e.block_hashes) for e in events if e.kind is EventKind.REMOVED)
+
+
+def lora_int_id(name: str) -> int:
+    """The ``lora_int_id`` of the LoRARequest built for an adapter name: derived from the
+    name alone, so it is the same in every run, mode and process (vLLM's KV events carry
+    it). vLLM hashes the adapter's name and path into blocks, not this id."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1) + 1  # vLLM wants an id >= 1

@@ -155,7 +155,8 @@ class SequentialReplay:
         prompt_len = req.num_prompt_tokens
         prompt_blocks = cdiv(prompt_len, bs)
         out_tokens = synth_output_tokens(req)
-        vreq = b.new_request(seq_id, req.prompt_token_ids, req.arrival_time)
+        vreq = b.new_request(seq_id, req.prompt_token_ids, req.arrival_time,
+                             cache_salt=req.cache_salt, lora_name=req.lora_name)
         lookup = b.lookup(vreq, self.detail)
         hit_blocks = lookup.num_hit_tokens // bs
         recomputed = self._recomputes_last_block(vreq, prompt_len, hit_blocks)

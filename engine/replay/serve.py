@@ -150,7 +150,8 @@ class ServeReplay(SeqTables):
                 data.rejected.append(self._rejected(req, seq_id, reason))
                 continue
             self._live[seq_id] = _Live(req=req, out=out, message=message)
-            b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), self._last_arrival))
+            b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), self._last_arrival,
+                                cache_salt=req.cache_salt, lora_name=req.lora_name))
             self.submitted += 1
             data.arrived.append(seq_id)
 

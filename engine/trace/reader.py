@@ -32,9 +32,14 @@ from engine.model import TraceRequest
 PROMPT_FIELDS = ("prompt_token_ids", "prompt", "messages")
 OUTPUT_FIELDS = ("output_token_ids", "output", "output_len")
 NATIVE_FIELDS = frozenset(
-    PROMPT_FIELDS + OUTPUT_FIELDS + ("request_id", "arrival_time", "conversation_id", "turn")
+    PROMPT_FIELDS + OUTPUT_FIELDS
+    + ("request_id", "arrival_time", "conversation_id", "turn", "cache_salt", "lora_name")
 )
 MAX_TOKEN_ID = 2**31  # exclusive
+# vLLM's OpenAI server rejects other salts (entrypoints/generate/base/protocol.py's
+# validate_cache_salt; tests/test_vllm_adapter.py checks this rule agrees with it).
+CACHE_SALT_MAX_LEN = 128
+CACHE_SALT_FORBIDDEN = frozenset("@/\\\x00")
 MAX_OUTPUT_LEN = 10_000_000
 TEXT_LIMIT = 2000  # display text is cut here: it is for a glance, the tokens are the truth
 _BOM = b"\xef\xbb\xbf"
@@ -295,6 +300,17 @@ class TraceReader:
             if turn < 0:
                 raise fail(f"turn must be >= 0 (got {turn})")
 
+        salt = obj.get("cache_salt")
+        if salt is not None:
+            check_cache_salt(salt, fail)
+        lora = obj.get("lora_name")
+        if lora is not None:
+            if type(lora) is not str:
+                raise fail(f"lora_name must be a string (got {type_name(lora)})")
+            if not lora:
+                raise fail("lora_name must not be empty")
+            self._check_encodable("lora_name", lora, fail)
+
         if text is not None and len(text) > TEXT_LIMIT:
             text = text[: TEXT_LIMIT - 1] + "…"
         return TraceRequest(
@@ -308,6 +324,8 @@ class TraceReader:
             conversation_id=conv,
             turn=turn,
             text=text,
+            cache_salt=salt,
+            lora_name=lora,
         )
 
     @staticmethod
@@ -350,6 +368,21 @@ class TraceReader:
             if not m["role"]:
                 raise fail(f"messages[{i}].role must not be empty")
         return msgs
+
+
+def check_cache_salt(salt: Any, fail) -> None:  # noqa: ANN001
+    """vLLM's rule for ``cache_salt``: a non-empty string of at most 128 characters
+    without '@', '/', a backslash or NUL."""
+    if type(salt) is not str:
+        raise fail(f"cache_salt must be a string (got {type_name(salt)})")
+    if not salt:
+        raise fail("cache_salt must not be empty (vLLM rejects an empty salt)")
+    if len(salt) > CACHE_SALT_MAX_LEN:
+        raise fail(f"cache_salt has {len(salt)} characters; vLLM accepts at most {CACHE_SALT_MAX_LEN}")
+    bad = next((c for c in salt if c in CACHE_SALT_FORBIDDEN), None)
+    if bad is not None:
+        raise fail(f"cache_salt must not contain {bad!r} (vLLM rejects '@', '/', backslash and NUL)")
+    TraceReader._check_encodable("cache_salt", salt, fail)
 
 
 def read_trace(path: str | os.PathLike[str], **kw: Any) -> Iterator[TraceRequest]:

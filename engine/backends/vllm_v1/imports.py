@@ -30,6 +30,7 @@ class _Symbols:
     KVCacheGroupSpec: Any
     CachingMetrics: Any
     Request: Any
+    LoRARequest: Any
     BlockStored: Any
     BlockRemoved: Any
     AllBlocksCleared: Any
@@ -80,6 +81,7 @@ def import_vllm(verbose: bool = False) -> str:
             SlidingWindowSpec,
         )
         from vllm.v1.metrics.stats import CachingMetrics
+        from vllm.lora.request import LoRARequest
         from vllm.v1.request import Request
     V.version = vllm.__version__
     V.torch = torch
@@ -93,6 +95,7 @@ def import_vllm(verbose: bool = False) -> str:
     V.KVCacheGroupSpec = KVCacheGroupSpec
     V.CachingMetrics = CachingMetrics
     V.Request = Request
+    V.LoRARequest = LoRARequest
     V.BlockStored = BlockStored
     V.BlockRemoved = BlockRemoved
     V.AllBlocksCleared = AllBlocksCleared

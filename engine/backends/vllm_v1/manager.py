@@ -15,6 +15,7 @@ from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
 from engine.backends.vllm_v1.internals import PoolInternals, SlotReader, check_manager, ensure
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.stats import CacheTally
+from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.model import KVEvent, Slot
 from engine.settings import EngineSettings
 
@@ -99,10 +100,13 @@ class V1Manager(PoolReader):
         self._sampling = V.SamplingParams(max_tokens=1)
 
     # -- building requests ---------------------------------------------------------------
-    def new_request(self, seq_id: str, prompt_token_ids, arrival_time: float) -> Any:
+    def new_request(self, seq_id: str, prompt_token_ids, arrival_time: float, *,
+                    cache_salt: str | None = None, lora_name: str | None = None) -> Any:
+        """A vLLM Request; ``cache_salt`` and ``lora_name`` enter its block hashes."""
         return V.Request(
             seq_id, list(prompt_token_ids), self._sampling, None,
             arrival_time=arrival_time, block_hasher=self._block_hasher,
+            **request_kwargs(cache_salt, lora_name),
         )
 
     # -- the calls vLLM's scheduler makes ------------------------------------------------

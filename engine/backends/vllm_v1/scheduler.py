@@ -47,6 +47,7 @@ from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.manager import GroupIds, PoolReader
 from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
 from engine.backends.vllm_v1.stats import CacheTally
+from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.model import KVEvent, SchedulerInfo, removed_count
 from engine.settings import EngineSettings, ServeSettings
 
@@ -157,11 +158,14 @@ class V1Scheduler(PoolReader):
         self.cache = CacheTally()
 
     # -- requests ---------------------------------------------------------------------------
-    def new_request(self, seq_id: str, prompt_token_ids, max_tokens: int, arrival_time: float):
+    def new_request(self, seq_id: str, prompt_token_ids, max_tokens: int, arrival_time: float,
+                    *, cache_salt: str | None = None, lora_name: str | None = None):
+        """A vLLM Request; ``cache_salt`` and ``lora_name`` enter its block hashes."""
         params = V.SamplingParams(max_tokens=max_tokens, ignore_eos=True)
         return V.Request(
             seq_id, list(prompt_token_ids), params, None,
             arrival_time=arrival_time, block_hasher=self._block_hasher,
+            **request_kwargs(cache_salt, lora_name),
         )
 
     def add(self, request) -> None:
