@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.metrics import totals_dict
+from engine.metrics import Breakdown, by_tenant_dict, by_type_dict, totals_dict
 from engine.model import RequestResult, Totals
 
 SCHEMA_VERSION = 1
@@ -22,6 +22,9 @@ def request_row(r: RequestResult) -> dict:
         "arrival_time": req.arrival_time,
         "conversation_id": req.conversation_id,
         "turn": req.turn,
+        "cache_salt": req.cache_salt,
+        "lora_name": req.lora_name,
+        "request_type": req.request_type,
         "prompt_tokens": r.prompt_tokens,
         "output_tokens": r.output_tokens,
         "hit_tokens": r.hit_tokens,
@@ -90,12 +93,17 @@ def write_json_atomic(path: str | Path, obj: dict) -> None:
 
 
 def export_document(
-    settings: dict, totals: Totals, results: list[RequestResult], status: dict
+    settings: dict, totals: Totals, results: list[RequestResult], status: dict,
+    breakdown: Breakdown | None = None,
 ) -> dict:
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "settings": settings,
         "status": status,
         "totals": totals_dict(totals),
-        "requests": [request_row(r) for r in results],
     }
+    if breakdown is not None:
+        doc["by_tenant"] = by_tenant_dict(breakdown)
+        doc["by_type"] = by_type_dict(breakdown)
+    doc["requests"] = [request_row(r) for r in results]
+    return doc

@@ -195,3 +195,181 @@ def serve_dict(s: ServeSummary, t: Totals) -> dict:
         "evictions": t.evictions,
         "cached_token_mismatches": s.cached_token_mismatches,
     }
+
+
+# -- breakdowns: per tenant, per adapter, per request type -----------------------------------
+@dataclass(slots=True)
+class GroupCounts:
+    """Sums of per-request rows for one tenant (cache_salt), adapter or request type. Hits
+    are vLLM's per-request prefix-cache hits (get_computed_blocks, or the scheduler's
+    cached tokens at admission), over served requests."""
+
+    requests: int = 0
+    served: int = 0
+    prompt_tokens: int = 0
+    hit_tokens: int = 0
+    prompt_blocks: int = 0
+    hit_blocks: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        return ratio(self.hit_tokens, self.prompt_tokens)
+
+    @property
+    def sharing_fraction(self) -> float:
+        return ratio(self.hit_blocks, self.prompt_blocks)
+
+    def plus(self, o: GroupCounts) -> GroupCounts:
+        return GroupCounts(self.requests + o.requests, self.served + o.served,
+                           self.prompt_tokens + o.prompt_tokens, self.hit_tokens + o.hit_tokens,
+                           self.prompt_blocks + o.prompt_blocks, self.hit_blocks + o.hit_blocks)
+
+
+# (dimension, the section's words, a group's word, the words for no value); a request
+# without a value is a group of its own.
+DIMENSIONS = (
+    ("cache_salt", "tenant (cache_salt)", "salt", "no salt"),
+    ("lora_name", "LoRA adapter", "adapter", "no adapter"),
+    ("request_type", "request type", "type", "no type"),
+)
+
+
+class Breakdown:
+    """Per-request rows summed by tenant, adapter and request type. ``add`` takes a step's
+    rows (every request has exactly one row), so the groups add up to the totals."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str | None, GroupCounts]] = {d[0]: {} for d in DIMENSIONS}
+        self.last_step = -1  # the record whose rows were added last
+
+    def add(self, rows: tuple[RequestResult, ...] | list[RequestResult], step: int = -1) -> None:
+        for r in rows:
+            req = r.request
+            fitted = r.outcome.served
+            for dim, *_ in DIMENSIONS:
+                key = getattr(req, dim)
+                g = self.groups[dim].get(key)
+                if g is None:
+                    g = self.groups[dim][key] = GroupCounts()
+                g.requests += 1
+                if fitted:
+                    g.served += 1
+                    g.prompt_tokens += r.prompt_tokens
+                    g.hit_tokens += r.hit_tokens
+                    g.prompt_blocks += r.prompt_blocks
+                    g.hit_blocks += r.hit_blocks
+        self.last_step = step
+
+    def copy(self) -> Breakdown:
+        other = Breakdown()
+        other.groups = {d: {k: GroupCounts().plus(g) for k, g in gs.items()}
+                        for d, gs in self.groups.items()}
+        other.last_step = self.last_step
+        return other
+
+    def split(self, dim: str) -> list[tuple[str | None, GroupCounts]]:
+        """A dimension's groups, most requests first; empty when every request is in one
+        group without a value (a trace with no salts has no tenant breakdown)."""
+        groups = self.groups[dim]
+        if not groups or list(groups) == [None]:
+            return []
+        return sorted(groups.items(), key=lambda kv: (-kv[1].requests, kv[0] is None, kv[0] or ""))
+
+
+REPORT_GROUPS = 10  # groups a report lists by name per dimension; the rest are summed
+
+
+def is_group_key(key: str) -> bool:
+    """A breakdown figure's key ("dimension:group"): hits of one tenant, adapter or type."""
+    return ":" in key
+
+
+def _requests(n: int) -> str:
+    return f"{n:,} request{'s' * (n != 1)}"
+
+
+def breakdown_figures(b: Breakdown, limit: int = REPORT_GROUPS) -> list[Figure]:
+    """Per tenant / adapter / type: hit tokens / prompt tokens (their ratio beside it).
+    Keys are "dimension:group" (see is_group_key)."""
+    out: list[Figure] = []
+    for dim, section_words, word, none_words in DIMENSIONS:
+        groups = b.split(dim)
+        if not groups:
+            continue
+        section = f"By {section_words}: hit / prompt tokens"
+        shown, rest = groups[:limit], groups[limit:]
+        for key, g in shown:
+            name = f"{word} {key!r}" if key is not None else none_words
+            out.append(Figure(section, f"{dim}:{key if key is not None else ''}",
+                              f"{name}, {_requests(g.requests)}",
+                              g.hit_tokens, Unit.COUNT, second=g.prompt_tokens, share=g.hit_rate))
+        if rest:
+            total = GroupCounts()
+            for _, g in rest:
+                total = total.plus(g)
+            out.append(Figure(section, f"{dim}:*others",
+                              f"{len(rest):,} more, {_requests(total.requests)}",
+                              total.hit_tokens, Unit.COUNT, second=total.prompt_tokens,
+                              share=total.hit_rate))
+    return out
+
+
+def group_dict(dim: str, key: str | None, g: GroupCounts) -> dict:
+    return {
+        dim: key,
+        "requests": g.requests,
+        "served": g.served,
+        "prompt_tokens": g.prompt_tokens,
+        "hit_tokens": g.hit_tokens,
+        "prompt_blocks": g.prompt_blocks,
+        "hit_blocks": g.hit_blocks,
+        "hit_rate": g.hit_rate,
+        "sharing_fraction": g.sharing_fraction,
+    }
+
+
+def by_tenant_dict(b: Breakdown) -> dict:
+    """The ``by_tenant`` object of the --json export: every salt and every adapter."""
+    return {dim: [group_dict(dim, k, g) for k, g in b.split(dim)]
+            for dim in ("cache_salt", "lora_name")}
+
+
+def by_type_dict(b: Breakdown) -> list[dict]:
+    """The ``by_type`` list of the --json export (production traces with request types)."""
+    return [group_dict("request_type", k, g) for k, g in b.split("request_type")]
+
+
+class BreakdownSeries:
+    """The Breakdown at any recorded step (the inspector's cursor moves both ways), without
+    a copy per step: a checkpoint every ``every`` steps, and the rows after it re-added."""
+
+    def __init__(self, every: int = 256) -> None:
+        self.every = every
+        self.latest = Breakdown()  # after the last step appended
+        self._rows: list[tuple[RequestResult, ...]] = []  # each step's rows (references)
+        self._checkpoints: list[Breakdown] = [Breakdown()]  # before steps 0, every, 2*every, ...
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def append(self, rows: tuple[RequestResult, ...]) -> None:
+        step = len(self._rows)
+        if step and step % self.every == 0:
+            self._checkpoints.append(self.latest.copy())
+        self._rows.append(rows)
+        self.latest.add(rows, step)
+
+    @property
+    def empty(self) -> bool:
+        """No request so far had a salt, an adapter or a type."""
+        return not any(self.latest.split(d[0]) for d in DIMENSIONS)
+
+    def at(self, step: int) -> Breakdown:
+        """After step ``step`` (0-based) was replayed."""
+        if step == len(self._rows) - 1:
+            return self.latest
+        base = step // self.every
+        b = self._checkpoints[base].copy()
+        for i in range(base * self.every, step + 1):
+            b.add(self._rows[i], i)
+        return b

@@ -44,6 +44,8 @@ class TraceRequest:
     # API's ``cache_salt``); a LoRA adapter's name enters every block's hash.
     cache_salt: str | None = None
     lora_name: str | None = None
+    # A production trace's request category (Qwen-Bailian's ``type``: text, search, ...).
+    request_type: str | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -42,6 +42,7 @@ class RunResult:
     message: str = ""
     seconds: float = 0.0
     summary: ServeSummary | None = None  # serve mode's run figures
+    breakdown: metrics.Breakdown = field(default_factory=metrics.Breakdown)  # by tenant, ...
 
 
 def _progress(console: Console, disabled: bool) -> Progress:
@@ -87,6 +88,7 @@ def replay_trace(
             task = progress.add_task("replaying", total=max(reader.total_bytes, 1), reqs=0)
             for n, record in enumerate(replay, 1):
                 last = record
+                run.breakdown.add(record.rows, record.index)
                 if keep_rows:
                     run.results.extend(record.rows)
                 if n % 64 == 0:
@@ -100,6 +102,8 @@ def replay_trace(
         rows = last.rows if last is not None and keep_rows else ()
         if rows and (not run.results or run.results[-1] is not rows[-1]):
             run.results.extend(rows)
+        if last is not None and run.breakdown.last_step != last.index:
+            run.breakdown.add(last.rows, last.index)
         run.status = "interrupted"
         run.message = f"interrupted after {last.index + 1 if last else 0} steps"
     except TraceError as err:
@@ -136,6 +140,7 @@ def run_headless(args: argparse.Namespace) -> int:
             run.settings, run.totals, run.results,
             {"state": run.status, "message": run.message,
              "serve": metrics.serve_dict(run.summary, run.totals) if run.summary else {}},
+            run.breakdown,
         )
         write_json_atomic(args.json, doc)
         Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
@@ -176,13 +181,13 @@ UNDEFINED_WITHOUT_CACHING = {"hit_rate", "recent_hit_rate", "hit_tokens"}
 
 
 def report_figures(run: RunResult) -> list[Figure]:
-    figures = metrics.figures(run.totals, run.summary)
+    figures = metrics.figures(run.totals, run.summary) + metrics.breakdown_figures(run.breakdown)
     if run.settings.get("enable_prefix_caching", True):
         return figures
     # With caching off vLLM makes no lookups: a hit rate is undefined, not 0 %.
     return [
         dataclasses.replace(f, value="n/a (caching off)", unit=Unit.TEXT, second=None)
-        if f.key in UNDEFINED_WITHOUT_CACHING else f
+        if f.key in UNDEFINED_WITHOUT_CACHING or metrics.is_group_key(f.key) else f
         for f in figures
     ]
 
@@ -210,7 +215,7 @@ def print_report(console: Console, run: RunResult) -> None:
         if f.section != section:
             table.add_row(Text(f.section, style="bold"), "", end_section=False)
             section = f.section
-        table.add_row(Text("  " + f.label), Text(format_figure(f)))
+        table.add_row(Text("  " + safe_text(f.label)), Text(format_figure(f)))
     console.print(Text("trace: ") + Text(safe_text(run.label)))
     console.print(table)
     if run.status != "complete":
@@ -255,7 +260,7 @@ def run_compare(args: argparse.Namespace) -> int:
         cells = [Text(format_figure(f) if f is not None else "–") for f in figs]
         if len(runs) == 2:
             cells.append(Text(_ratio_text(figs[0], figs[1])))
-        table.add_row(Text(label), *cells)
+        table.add_row(Text(safe_text(label)), *cells)
     console.print(table)
     worst = EXIT_OK
     for run in runs:

@@ -32,6 +32,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Tab, Tabs
 from textual.worker import Worker, WorkerState
 
+from engine import metrics
 from engine.backends import BackendEntry, BuildOptions
 from engine.model import BlockState, Outcome, StepRecord, TraceRequest
 from engine.replay.history import History
@@ -135,6 +136,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         self.selected_block: int | None = None
         self.playing = False
         self.series: list[float] = []  # the sparkline's value of every recorded step
+        self.breakdowns = metrics.BreakdownSeries()  # hits per tenant/adapter/type per step
         self._shown: tuple[int, frozenset[int]] = (-1, frozenset())  # step, blocks lit
         self._furthest = -1  # the furthest step shown so far
         self._last_show = 0.0
@@ -325,6 +327,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         for rec in new:
             self.history.append(rec)
             self.series.append(self.series_point(rec))
+            self.breakdowns.append(rec.rows)
         self.records_added(new, msg.done)
         gc.freeze()  # see the note above on_trace_failed
         if self.target is not None and (self.target < len(self.history) or msg.done):
@@ -380,7 +383,8 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         self.pool_map.show(self.history.pool, current, evicted, self._changed_blocks(i, current, evicted))
         self.show_view(rec)
         self.request_panel.show(rec)
-        self.totals.show(rec.totals, self.series[max(0, i + 1 - SPARK_STEPS): i + 1])
+        self.totals.show(rec.totals, self.series[max(0, i + 1 - SPARK_STEPS): i + 1],
+                         None if self.breakdowns.empty else self.breakdowns.at(i))
         self.free_queue.show(rec, self.history.pool)
         self.events_panel.show(rec)
         self.header.update_state(step=i + 1)

@@ -22,6 +22,7 @@ from textual.strip import Strip
 
 from engine import metrics
 from engine.model import Totals
+from tui.widgets.breakdown import BreakdownLines
 
 SPARK_STEPS = 120  # the sparkline covers the last this-many steps up to the cursor
 BARS = " ▁▂▃▄▅▆▇█"
@@ -142,10 +143,14 @@ class TotalsPanel(Vertical):
         figures = TotalsFigures(self.rows, id="totals-figures")
         figures.values = self.values
         yield figures
+        yield BreakdownLines(id="totals-breakdown")
         yield Label(self._spark_label(), id="totals-spark-label")
         yield HitSparkline([], id="totals-spark")
 
-    def show(self, totals: Totals, series: list[float]) -> None:
+    def show(self, totals: Totals, series: list[float],
+             breakdown: metrics.Breakdown | None = None) -> None:
+        """``breakdown``: hits per tenant, adapter and type at this step (None: none)."""
+        self.query_one(BreakdownLines).show(breakdown)
         self.values = self._values(totals)
         figures = self.query_one(TotalsFigures)
         figures.values = self.values
