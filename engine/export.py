@@ -37,6 +37,12 @@ def request_row(r: RequestResult) -> dict:
         "recomputed_last_block": r.recomputed_last_block,
         "outcome": r.outcome.value,
         "message": r.message,
+        # serve mode (null in sequential mode), on the simulated clock
+        "queue_wait_s": r.queue_wait_s,
+        "ttft_s": r.ttft_s,
+        "preemptions": r.preemptions,
+        "finish_iteration": r.finish_iteration,
+        "finish_time_s": r.finish_time_s,
     }
 
 

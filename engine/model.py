@@ -190,6 +190,14 @@ class RequestResult:
     recomputed_last_block: bool
     output_tokens: int = 0
     message: str = ""
+    # Serve mode only (None in sequential mode), on the simulated clock: seconds from
+    # arrival to first being scheduled, and to vLLM handing out its first output token;
+    # times vLLM preempted it; the iteration it finished in and the clock then.
+    queue_wait_s: float | None = None
+    ttft_s: float | None = None
+    preemptions: int | None = None
+    finish_iteration: int | None = None
+    finish_time_s: float | None = None
 
     @property
     def request_id(self) -> str:

@@ -187,6 +187,35 @@ def test_too_long_requests_are_rejected_not_run():
     assert records[-1].totals.not_fitted == 1
 
 
+@MODES
+def test_an_eviction_counts_for_the_request_whose_allocation_caused_it(async_sched):
+    # 7 usable blocks of 16 tokens. A caches 3 prompt blocks and finishes; B needs 5 new
+    # blocks: the 4 never used, then the oldest of A's cached-free blocks (1 eviction). C,
+    # after B finished, needs 3: A's other 2 and the first of B's 5 (3 evictions).
+    reqs = [req(0, range(48), output_len=1, arrival=0.0),
+            req(1, range(100, 180), output_len=1, arrival=1.0),
+            req(2, range(200, 248), output_len=1, arrival=2.0)]
+    _, records = run(backend(8, async_sched=async_sched), reqs)
+    rows = {r.request_id: r for rec in records for r in rec.rows}
+    assert [rows[k].evicted_blocks for k in ("r0", "r1", "r2")] == [0, 1, 3]
+    assert records[-1].totals.evictions == 4
+
+
+def test_serve_rows_carry_queue_wait_ttft_preemptions_and_finish():
+    # One sequence at a time, 0.02 s an iteration (sync): r0 prefills and samples its
+    # first token in iteration 1 (ends at 0.02), its 3rd in iteration 3 (0.06); r1 waits
+    # until then, samples its first token at the end of iteration 4 (0.08).
+    reqs = [req(0, range(16), output_len=3, arrival=0.0),
+            req(1, range(50, 66), output_len=2, arrival=0.0)]
+    _, records = run(backend(64, async_sched=False, max_num_seqs=1), reqs)
+    rows = {r.request_id: r for rec in records for r in rec.rows}
+    r0, r1 = rows["r0"], rows["r1"]
+    assert (r0.queue_wait_s, r0.ttft_s, r0.finish_iteration, r0.preemptions) == (0.0, 0.02, 3, 0)
+    assert r0.finish_time_s == pytest.approx(0.06)
+    assert (r1.queue_wait_s, r1.ttft_s, r1.finish_iteration) == (0.06, 0.08, 5)
+    assert r1.finish_time_s == pytest.approx(0.10)
+
+
 # -- the scheduler's own numbers -----------------------------------------------------------------
 def plain_scheduler_cached_tokens(requests, num_blocks: int, async_sched: bool) -> dict[str, int]:
     """vLLM's Scheduler driven with no prefix-tui code in between (configs aside): all

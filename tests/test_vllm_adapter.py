@@ -50,6 +50,26 @@ def test_slot_hash_is_the_hash_vllm_puts_in_its_events():
     assert all(e.group == 0 for e in events if e.kind is EventKind.STORED)
 
 
+def test_cached_block_ids_lists_every_duplicate_of_a_hash():
+    """The eviction ledger's read of vLLM's hash map: every block holding a hash, where
+    vLLM's public get_cached_block returns only the first of duplicates."""
+    from engine.backends.vllm_v1.internals import PoolInternals
+
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=10))
+    a = backend.new_request("a", list(range(8)), 0.0)
+    backend.allocate(a, 8, backend.lookup(a))
+    # b computes the same blocks without a lookup, as two concurrent prefills do.
+    b = backend.new_request("b", list(range(8)), 0.0)
+    backend.allocate(b, 8)
+    pool = backend._pool
+    a_ids, b_ids = backend.block_tables("a")[0], backend.block_tables("b")[0]
+    assert set(a_ids).isdisjoint(b_ids)
+    for i, h in enumerate(a.block_hashes):
+        assert sorted(PoolInternals.cached_block_ids(pool, h, 0)) == sorted((a_ids[i], b_ids[i]))
+        assert pool.get_cached_block(h, [0])[0].block_id in (a_ids[i], b_ids[i])
+    assert PoolInternals.cached_block_ids(pool, b"\x00" * 32, 0) == ()
+
+
 def test_a_moved_attribute_is_reported_not_misread():
     class Broken:
         pass

@@ -138,3 +138,16 @@ def describe(r: RequestResult) -> str:
     if r.outcome is Outcome.TRUNCATED:
         parts.append(r.message)
     return "; ".join(parts)
+
+
+def describe_finish(r: RequestResult) -> str:
+    """A finished serve-mode request's figures on the simulated clock, in words (the step
+    sentence and the serve pane)."""
+    parts = [f"waited {r.queue_wait_s or 0:.3f} s"]
+    if r.ttft_s is not None:
+        parts.append(f"first token after {r.ttft_s:.3f} s")
+    if r.preemptions:
+        parts.append(f"preempted {r.preemptions}×")
+    if r.evicted_blocks:
+        parts.append(f"evicting {counted(r.evicted_blocks, 'cached block')}")
+    return ", ".join(parts)

@@ -52,6 +52,7 @@ from engine.replay.common import (
     cdiv,
     counted,
     describe,
+    describe_finish,
     make_record,
     synth_output_tokens,
     unserved,
@@ -64,6 +65,10 @@ if TYPE_CHECKING:
     from engine.backends.vllm_v1.scheduler import Iteration, ReqOutput, Scheduled, V1Scheduler
 
 MAX_STALLED_ITERATIONS = 1000  # iterations in a row with no progress before giving up
+
+
+def _since(t: float | None, start: float) -> float | None:
+    return None if t is None else round(t - start, 9)
 @dataclass
 class _StepData:
     arrived: list[str] = field(default_factory=list)
@@ -149,7 +154,8 @@ class ServeReplay(SeqTables):
                 )
                 data.rejected.append(self._rejected(req, seq_id, reason))
                 continue
-            self._live[seq_id] = _Live(req=req, out=out, message=message)
+            self._live[seq_id] = _Live(req=req, out=out, message=message,
+                                       arrival=self._last_arrival)
             b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), self._last_arrival,
                                 cache_salt=req.cache_salt, lora_name=req.lora_name))
             self.submitted += 1
@@ -157,7 +163,8 @@ class ServeReplay(SeqTables):
 
     def _rejected(self, req: TraceRequest, seq_id: str, message: str) -> RequestResult:
         self.rejected += 1
-        result = unserved(req, seq_id, Outcome.TOO_LONG, self.settings.block_size, message)
+        result = replace(unserved(req, seq_id, Outcome.TOO_LONG, self.settings.block_size,
+                                  message), preemptions=0)
         if self.keep_results:
             self.results[seq_id] = result
         return result
@@ -241,12 +248,17 @@ class ServeReplay(SeqTables):
             events = it.events
             self.peak_used_blocks = max(self.peak_used_blocks, it.peak_used_blocks)
             self.evictions += it.evicted_hashes
+            self._attribute_evictions(it)
             if scheduled is not None:
                 preempted = scheduled.preempted
                 self.preemptions += len(preempted)
+                for seq_id in preempted:
+                    self._live[seq_id].preemptions += 1
                 for a in scheduled.admissions:
                     live = self._live[a.seq_id]
                     live.hit_tokens = a.num_cached_tokens
+                    if live.first_scheduled is None:
+                        live.first_scheduled = self.clock if clock is None else clock
                     if a.resumed:
                         resumed.append(Resumed(a.seq_id, a.num_cached_tokens))
                         continue
@@ -289,7 +301,8 @@ class ServeReplay(SeqTables):
             admitted=tuple(admitted), seqs=seqs, finished=tuple(finished), evicted=evicted,
             events=tuple(events) if self.detail else (), pool_delta=delta,
             totals=self.totals, error=error,
-            note=self._note(admitted, finished, preempted, resumed, scheduled), serve=serve,
+            note=self._note(admitted, finished_results, finished, preempted, resumed, scheduled),
+            serve=serve,
         )
 
     def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
@@ -315,6 +328,8 @@ class ServeReplay(SeqTables):
         live = self._live.get(o.seq_id)
         if live is None:
             return None
+        if o.new_token_ids and live.first_token is None:
+            live.first_token = self.clock  # the end of this iteration
         for tok in o.new_token_ids:
             expected = live.out[live.delivered] if live.delivered < len(live.out) else None
             if tok != expected:
@@ -344,10 +359,25 @@ class ServeReplay(SeqTables):
         result = replace(
             base, outcome=outcome, message=message, output_tokens=n,
             output_blocks=max(0, cdiv(base.prompt_tokens + n - 1, bs) - base.prompt_blocks),
+            evicted_blocks=live.evicted, preemptions=live.preemptions,
+            queue_wait_s=_since(live.first_scheduled, live.arrival),
+            ttft_s=_since(live.first_token, live.arrival),
+            finish_iteration=self.iterations, finish_time_s=round(self.clock, 9),
         )
         if self.keep_results:
             self.results[o.seq_id] = result
         return result
+
+    def _attribute_evictions(self, it: Iteration) -> None:
+        """Each eviction goes to the request the evicted block was handed to (see
+        engine.backends.vllm_v1.evictions), so the rows add up to the totals."""
+        if sum(it.evicted_by.values()) != it.evicted_hashes:
+            raise RuntimeError(
+                f"evictions attributed to requests ({sum(it.evicted_by.values())}) differ "
+                f"from vLLM's BlockRemoved events ({it.evicted_hashes})"
+            )
+        for seq_id, n in it.evicted_by.items():
+            self._live[seq_id].evicted += n
 
     def _add_totals(self, result: RequestResult) -> None:
         self.totals = metrics.add_request(self.totals, result, **self._vllm_counts())
@@ -361,7 +391,7 @@ class ServeReplay(SeqTables):
             **self._vllm_counts(),
         )
 
-    def _note(self, admitted, finished, preempted, resumed, scheduled) -> str:
+    def _note(self, admitted, finished_results, finished, preempted, resumed, scheduled) -> str:
         parts: list[str] = []
         if scheduled is not None:
             n = len(scheduled.num_scheduled_tokens)
@@ -380,7 +410,10 @@ class ServeReplay(SeqTables):
             # The trace's ids, as everywhere else on screen (seq ids are line indexes).
             ids = [self._live[s].req.request_id if s in self._live else s for s in preempted]
             parts.append(f"preempted {', '.join(ids)}: blocks freed, will recompute")
-        if finished:
+        if len(finished_results) == 1:
+            r = finished_results[0]
+            parts.append(f"finished {r.request_id}: {describe_finish(r)}")
+        elif finished:
             parts.append(f"finished {len(finished)}")
         return "; ".join(parts)
 

@@ -32,6 +32,11 @@ class _Live:
     states: tuple[BlockState, ...] = ()
     frontier: int = 0  # tokens known and computed at the last record
     message: str = ""
+    arrival: float = 0.0  # when it entered vLLM's waiting queue (the simulated clock)
+    first_scheduled: float | None = None  # clock at the start of its first iteration
+    first_token: float | None = None  # clock when vLLM handed out its first output token
+    preemptions: int = 0
+    evicted: int = 0  # cached blocks its allocations evicted (EvictionLedger)
 
 
 class SeqTables:

@@ -25,6 +25,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from engine.model import Outcome, StepRecord
+from engine.replay.common import describe_finish
 from tui.widgets.line_scroll import LineScroll
 from tui.widgets.safe import clip, safe_text
 
@@ -142,6 +143,8 @@ def build_lines(rec: StepRecord, prev: StepRecord | None, preempted_at: Mapping[
         out.append((("✓ finished  ", cls), (f"{rid(r.seq_id):<{ID_W}} ", ""),
                     (f"{r.output_tokens:>6,} out tok", ""),
                     (f"  {r.hit_tokens:,} cached" + ("" if r.outcome is Outcome.OK else f", {r.outcome.value}"), dim)))
+        # Its serve figures on the simulated clock (the --json row's queue_wait_s, ...).
+        out.append(((" " * (13 + ID_W), ""), (describe_finish(r), dim)))
     if len(out) == first:
         out.append((("  no arrival, admission, preemption or finish", dim),))
     # -- running ------------------------------------------------------------------------

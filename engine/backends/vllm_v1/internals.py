@@ -52,6 +52,19 @@ class PoolInternals:
     def free_queue_iter(pool: Any) -> Iterator[Any]:
         return pool.free_block_queue.iter_blocks_after(None)
 
+    @staticmethod
+    def cached_block_ids(pool: Any, block_hash: bytes, group: int) -> tuple[int, ...]:
+        """Every block vLLM's hash map holds for a bare hash in one group (its public
+        get_cached_block returns only the first of duplicates). BlockHashToBlockMap keeps a
+        block, or a {block_id: block} dict for duplicates, under hash + 4-byte group id."""
+        key = block_hash + group.to_bytes(_HASH_KEY_GROUP_BYTES, "big")
+        entry = pool.cached_block_hash_to_block._cache.get(key)
+        if entry is None:
+            return ()
+        if isinstance(entry, dict):
+            return tuple(entry)
+        return (entry.block_id,)
+
 
 class SlotReader:
     """Reads many blocks' slots fast (a detailed replay reads every block of two tables per
@@ -155,6 +168,8 @@ def check_manager(manager: Any) -> list[str]:
             problems.append("SlotReader reads another slot than PoolInternals.slot")
         PoolInternals.null_block_id(pool)
         next(iter(PoolInternals.free_queue_iter(pool)), None)
+        if not isinstance(pool.cached_block_hash_to_block._cache, dict):
+            problems.append("BlockPool.cached_block_hash_to_block._cache is not a dict")
         problems += [f"BlockPool.{n} is missing" for n in POOL_METHODS
                      if not callable(getattr(pool, n, None))]
         problems += [f"KVCacheManager.{n} is missing" for n in MANAGER_METHODS

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.backends.vllm_v1 import events
+from engine.backends.vllm_v1.evictions import EvictionLedger
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
 from engine.backends.vllm_v1.internals import SchedInternals, check_scheduler, ensure
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
@@ -93,6 +94,9 @@ class Iteration:
     events: tuple[KVEvent, ...]  # empty without detail
     evicted_hashes: int  # hashes in vLLM's BlockRemoved events (cached blocks evicted)
     peak_used_blocks: int  # most blocks held at any point of the step
+    # Cached blocks handed to each request by this step's schedule(): the evictions its
+    # allocation caused (engine.backends.vllm_v1.evictions); requests with none left out.
+    evicted_by: dict[str, int]
 
     @property
     def executed(self) -> bool:
@@ -144,6 +148,7 @@ class V1Scheduler(PoolReader):
             else None
         )
         self._attach(SchedInternals.manager(self.scheduler))
+        self._ledger = EvictionLedger(self._pool, settings.block_size)
         self.is_async = bool(sc.async_scheduling)
         self.scheduler_name = type(self.scheduler).__name__
         self.batch_queue_size = self.vllm_config.max_concurrent_batches
@@ -186,13 +191,17 @@ class V1Scheduler(PoolReader):
 
         def done(scheduled: Scheduled | None, processed: Scheduled | None,
                  outputs: tuple[ReqOutput, ...]) -> Iteration:
+            raw = self._drain_events()
+            # Hand-outs first: they depend on which blocks held a hash before this step.
+            evicted_by = self._ledger.handed_out(scheduled) if scheduled is not None else {}
+            self._ledger.stored(raw)
             if detail:
-                kv_events = self.take_events()
+                kv_events = events.convert(raw)
                 removed = removed_count(kv_events)
             else:
-                kv_events, removed = (), self.take_removed_count()
+                kv_events, removed = (), events.count_removed(raw)
             return Iteration(scheduled, processed, outputs, kv_events, removed,
-                             max(peak, self.used_blocks()))
+                             max(peak, self.used_blocks()), evicted_by)
 
         if not self.is_async:
             if not sched.has_requests():

@@ -1,0 +1,79 @@
+"""Serve mode: which request's allocation evicted each cached block.
+
+vLLM evicts a cached block when ``BlockPool.get_new_blocks`` hands it out of the free
+queue to a request (``_maybe_evict_cached_block``); its ``BlockRemoved`` event names the
+hash, not the block or the request, and one ``schedule()`` allocates for many requests.
+prefix-tui attributes an eviction to **the request the evicted block was handed to**:
+the request whose allocation caused it. Every eviction has exactly one such request, so
+the per-request counts add up to vLLM's BlockRemoved count, step by step.
+
+How it is known without reading the pool each step: a block handed out in a step was
+cached if and only if it held a hash at the end of the step before. Within one step a
+block cannot be cached, freed and handed out again (FCFS preemption frees requests not yet
+scheduled in that ``schedule()``, and ``update_from_output`` frees and caches but never
+allocates). So the ledger keeps the ids of the blocks that hold a hash: blocks named by
+this step's ``BlockStored`` events join it (every block vLLM's hash map holds for that
+hash: duplicates are real), blocks handed out leave it.
+
+With one full-attention group (what serve mode replays today) a block holds one hash, so
+one handed-out cached block is one BlockRemoved event; ServeReplay checks the sums agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from engine.backends.vllm_v1.imports import V
+from engine.backends.vllm_v1.internals import PoolInternals
+
+if TYPE_CHECKING:
+    from engine.backends.vllm_v1.scheduler import Scheduled
+
+
+class EvictionLedger:
+    def __init__(self, pool: Any, block_size: int) -> None:
+        self._pool = pool
+        self._block_size = block_size
+        self._cached: set[int] = set()  # ids of blocks holding a hash
+
+    def handed_out(self, scheduled: Scheduled) -> dict[str, int]:
+        """Cached blocks each request of one schedule() was handed (call before
+        ``stored`` for the same step). Requests that evicted nothing are left out."""
+        cached = self._cached
+        out: dict[str, int] = {}
+        # Blocks added to running requests: all of them came out of the free queue.
+        for seq_id, groups in scheduled.new_block_ids.items():
+            n = 0
+            for blocks in groups:
+                for bid in blocks:
+                    if bid in cached:
+                        cached.discard(bid)
+                        n += 1
+            if n:
+                out[seq_id] = n
+        # Admitted (new or resumed): the whole table, of which the prefix hit was touched,
+        # not handed out; the rest came out of the free queue.
+        for a in scheduled.admissions:
+            skip = a.num_cached_tokens // self._block_size
+            n = 0
+            for blocks in a.block_ids:
+                for bid in blocks[skip:]:
+                    if bid in cached:
+                        cached.discard(bid)
+                        n += 1
+            if n:
+                out[a.seq_id] = out.get(a.seq_id, 0) + n
+        return out
+
+    def stored(self, raw_events: Iterable[Any]) -> None:
+        """Blocks that got a hash: every block vLLM's hash map holds for each hash of this
+        step's BlockStored events."""
+        stored_cls = V.BlockStored
+        cached = self._cached
+        for ev in raw_events:
+            if not isinstance(ev, stored_cls):
+                continue
+            group = ev.group_idx or 0
+            for h in ev.block_hashes:
+                cached.update(PoolInternals.cached_block_ids(self._pool, h, group))
