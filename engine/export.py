@@ -99,9 +99,11 @@ def write_json_atomic(path: str | Path, obj: dict) -> None:
 
 
 def export_document(
-    settings: dict, totals: Totals, results: list[RequestResult], status: dict,
+    settings: dict, totals: Totals, rows: list[dict], status: dict,
     breakdown: Breakdown | None = None,
 ) -> dict:
+    """The --json document; ``rows`` are request_row()s, made as the replay goes so that no
+    request's tokens are kept."""
     doc = {
         "schema_version": SCHEMA_VERSION,
         "settings": settings,
@@ -111,5 +113,5 @@ def export_document(
     if breakdown is not None:
         doc["by_tenant"] = by_tenant_dict(breakdown)
         doc["by_type"] = by_type_dict(breakdown)
-    doc["requests"] = [request_row(r) for r in results]
+    doc["requests"] = rows
     return doc

@@ -107,3 +107,30 @@ def test_caching_off_shows_no_hit_rate(tmp_path, capsys):
     hit_lines = [ln for ln in out.splitlines() if "Hit rate" in ln or "Hit tokens" in ln]
     assert code == 0 and len(hit_lines) == 3
     assert all("n/a (caching off)" in ln and "%" not in ln for ln in hit_lines)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "serve"])
+def test_json_rows_keep_no_request_or_its_tokens(tmp_path, capsys, monkeypatch, mode):
+    """--json keeps counts per request, never the trace request (a Mooncake prompt's tokens
+    are ~0.5 MB): while the document is written, no request of this trace is alive."""
+    import gc
+
+    import tui.report
+    from engine.model import TraceRequest
+
+    alive: list[int] = []
+    rows: list[int] = []
+
+    def spy(path, doc):
+        gc.collect()
+        alive.append(sum(type(o) is TraceRequest and o.request_id.startswith("mem-")
+                         for o in gc.get_objects()))
+        rows.append(len(doc["requests"]))
+
+    monkeypatch.setattr(tui.report, "write_json_atomic", spy)
+    lines = b"".join(b'{"request_id": "mem-%d", "prompt_token_ids": [%d, 2, 3, 4, 5]}\n' % (i, i)
+                     for i in range(12))
+    code = main([str(_trace(tmp_path, lines)), "--headless", "--no-progress", "--mode", mode,
+                 "--json", str(tmp_path / "r.json")])
+    capsys.readouterr()
+    assert code == 0 and rows == [12] and alive == [0]

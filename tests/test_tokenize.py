@@ -89,6 +89,39 @@ def test_local_hf_tokenizer_directory(tmp_path, tok):
     assert local.decode([15496, 99999]) == "Hello<id:99999>"
 
 
+def test_a_bpe_pair_directory_is_gpt2_style_bpe(tmp_path):
+    # Hand-worked: bytes a, b and the merge "a b"; byte-level, so " " is "Ġ".
+    (tmp_path / "encoder.json").write_text(json.dumps({"a": 0, "b": 1, "ab": 2, "Ġ": 3}))
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\na b\n")
+    t = load_tokenizer(str(tmp_path))
+    assert (t.vocab_size, t.encode("abab a"), t.decode([2, 3, 0, 9])) == (4, [2, 2, 3, 0], "ab a<id:9>")
+
+
+def test_gpt2_release_files_load_as_the_default_does(tok):
+    """OpenAI's GPT-2 encoder.json + vocab.bpe (what the default is built from)."""
+    from tests.conftest import shared
+
+    gpt2 = load_tokenizer(str(shared("tokenizers", "gpt2")))
+    assert gpt2.vocab_size == tok.vocab_size == 50257
+    text = "Hello world: prefix caching, again and again.\n"
+    assert gpt2.encode(text) == tok.encode(text) and gpt2.encode("Hello world") == [15496, 995]
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"README": "x"}, "found README; expected a Hugging Face tokenizer directory"),
+    ({"tokenizer.json": "{not json"}, "cannot load tokenizer from"),
+    ({"encoder.json": "[1]", "vocab.bpe": "#version: 0.2\n"}, "cannot load the BPE pair"),
+])
+def test_every_tokenizer_failure_is_one_complete_line(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(UserError) as ei:
+        load_tokenizer(str(tmp_path))
+    msg = str(ei.value)
+    assert expected in msg and "\n" not in msg and not msg.rstrip().endswith(":")
+    assert len(msg.split(": ", 2)[-1]) > 10  # says what went wrong, not just where
+
+
 def test_engine_imports_nothing_heavy():
     code = (
         "import sys, engine.trace.tokenize, engine.trace.reader, engine.trace.mooncake, engine.trace.generate\n"

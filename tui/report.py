@@ -24,9 +24,9 @@ from rich.text import Text
 from engine import metrics
 from engine.backends import BackendEntry, BuildOptions
 from engine.errors import TraceError, UserError
-from engine.export import check_writable, export_document, write_json_atomic
+from engine.export import check_writable, export_document, request_row, write_json_atomic
 from engine.metrics import Figure, Unit
-from engine.model import RequestResult, ServeSummary, StepRecord, Totals
+from engine.model import ServeSummary, StepRecord, Totals
 from engine.options import backend_from_args, settings_dict, trace_source_from_args
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.widgets.safe import safe_text
@@ -37,7 +37,9 @@ class RunResult:
     label: str
     settings: dict
     totals: Totals = field(default_factory=Totals)
-    results: list[RequestResult] = field(default_factory=list)
+    # --json rows, as (step index, that step's rows): counts only, never a request's
+    # tokens (a Mooncake request's would be ~0.5 MB), appended one step at a time.
+    row_batches: list[tuple[int, list[dict]]] = field(default_factory=list)
     status: str = "complete"  # complete | vllm_error | interrupted | bad_input
     message: str = ""
     seconds: float = 0.0
@@ -89,8 +91,9 @@ def replay_trace(
             for n, record in enumerate(replay, 1):
                 last = record
                 run.breakdown.add(record.rows, record.index)
-                if keep_rows:
-                    run.results.extend(record.rows)
+                if keep_rows and record.rows:
+                    # One append: Ctrl-C cannot land between keeping rows and saying so.
+                    run.row_batches.append((record.index, [request_row(r) for r in record.rows]))
                 if n % 64 == 0:
                     progress.update(task, completed=reader.bytes_read, reqs=n)
                 if record.error is not None:
@@ -100,8 +103,8 @@ def replay_trace(
         # Ctrl-C may land between `last = record` and its rows being kept: add them then,
         # so the rows add up to the totals of `last`.
         rows = last.rows if last is not None and keep_rows else ()
-        if rows and (not run.results or run.results[-1] is not rows[-1]):
-            run.results.extend(rows)
+        if rows and (not run.row_batches or run.row_batches[-1][0] != last.index):
+            run.row_batches.append((last.index, [request_row(r) for r in rows]))
         if last is not None and run.breakdown.last_step != last.index:
             run.breakdown.add(last.rows, last.index)
         run.status = "interrupted"
@@ -137,7 +140,7 @@ def run_headless(args: argparse.Namespace) -> int:
     print_report(console, run)
     if args.json:
         doc = export_document(
-            run.settings, run.totals, run.results,
+            run.settings, run.totals, [row for _i, rows in run.row_batches for row in rows],
             {"state": run.status, "message": run.message,
              "serve": metrics.serve_dict(run.summary, run.totals) if run.summary else {}},
             run.breakdown,

