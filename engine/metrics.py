@@ -27,6 +27,17 @@ def served(t: Totals) -> int:
     return t.requests - t.not_fitted - t.errors
 
 
+def outcomes(t: Totals) -> dict[str, int]:
+    """Requests by outcome (engine.model.Outcome's values); they add up to t.requests."""
+    return {
+        Outcome.OK.value: served(t) - t.truncated,
+        Outcome.TRUNCATED.value: t.truncated,
+        Outcome.NOT_FITTED.value: t.not_fitted - t.too_long,
+        Outcome.TOO_LONG.value: t.too_long,
+        Outcome.ERROR.value: t.errors,
+    }
+
+
 def sharing_fraction(t: Totals) -> float:
     return ratio(t.blocks_reused, t.blocks)
 
@@ -47,6 +58,14 @@ def preempted_hit_rate(t: Totals) -> float:
     return ratio(t.preempted_hits, t.preempted_queries)
 
 
+def mean_queue_wait(s: ServeSummary) -> float:
+    return ratio(s.queue_wait_sum_s, s.timed)
+
+
+def mean_ttft(s: ServeSummary) -> float:
+    return ratio(s.ttft_sum_s, s.timed)
+
+
 def peak_kv_usage(s: ServeSummary) -> float:
     return ratio(s.peak_kv_blocks, s.usable_blocks)
 
@@ -64,6 +83,8 @@ def add_request(t: Totals, r: RequestResult, **vllm_counts: int) -> Totals:
         evictions=t.evictions + r.evicted_blocks,
         not_fitted=t.not_fitted + (r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG)),
         errors=t.errors + (r.outcome is Outcome.ERROR),
+        too_long=t.too_long + (r.outcome is Outcome.TOO_LONG),
+        truncated=t.truncated + (r.outcome is Outcome.TRUNCATED),
         preemptions=t.preemptions,
         **vllm_counts,
     )
@@ -98,10 +119,15 @@ def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
     """The report's figures, in order; compare lines them up by ``key``."""
     C, R = Unit.COUNT, Unit.RATIO
     out = [
-        Figure(SEC_REQUESTS, "requests", "Total requests", t.requests, C),
-        Figure(SEC_REQUESTS, "tokens", "Total tokens (prompt)", t.tokens, C),
-        Figure(SEC_REQUESTS, "blocks", "Total blocks (prompt)", t.blocks, C),
-        Figure(SEC_REQUESTS, "not_fitted", "Requests not fitted", t.not_fitted, C),
+        Figure(SEC_REQUESTS, "requests", "Requests replayed", t.requests, C),
+        Figure(SEC_REQUESTS, "served", "Requests served (got blocks)", served(t), C),
+        Figure(SEC_REQUESTS, "truncated", "  of which output truncated", t.truncated, C),
+        Figure(SEC_REQUESTS, "pool_not_fitted", "Requests not fitted (pool too small)",
+               t.not_fitted - t.too_long, C),
+        Figure(SEC_REQUESTS, "too_long", "Requests too long (max_model_len)", t.too_long, C),
+        Figure(SEC_REQUESTS, "errors", "Requests vLLM raised on", t.errors, C),
+        Figure(SEC_REQUESTS, "tokens", "Prompt tokens, served requests", t.tokens, C),
+        Figure(SEC_REQUESTS, "blocks", "Prompt blocks, served requests", t.blocks, C),
         Figure(SEC_REUSE, "blocks_reused", "Blocks reused (prefix-cache hits)", t.blocks_reused, C),
         Figure(SEC_REUSE, "blocks_new", "Blocks newly allocated", t.blocks_new, C),
         Figure(SEC_REUSE, "sharing_fraction", "Overall sharing fraction", sharing_fraction(t), R),
@@ -135,6 +161,13 @@ def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
             Figure(SEC_SERVE, "peak_kv_blocks", "Peak KV usage (blocks)", serve.peak_kv_blocks,
                    C, share=peak_kv_usage(serve)),
             Figure(SEC_SERVE, "output_tokens", "Output tokens", serve.output_tokens, C),
+            Figure(SEC_SERVE, "arrivals", "Arrivals",
+                   f"closed loop: {serve.delayed_turns:,} turns sent after the reply"
+                   if serve.closed_loop else "open loop: at trace times", Unit.TEXT),
+            Figure(SEC_SERVE, "mean_queue_wait_s", "Mean queue wait (simulated)",
+                   mean_queue_wait(serve), Unit.SECONDS),
+            Figure(SEC_SERVE, "mean_ttft_s", "Mean time to first token (simulated)",
+                   mean_ttft(serve), Unit.SECONDS),
         ]
     return out
 
@@ -156,6 +189,8 @@ def totals_dict(t: Totals) -> dict:
         "evictions": t.evictions,
         "not_fitted": t.not_fitted,
         "errors": t.errors,
+        "served": served(t),
+        "outcomes": outcomes(t),
         "preemptions": t.preemptions,
         "preempted_hit_tokens": t.preempted_hits,
         "preempted_query_tokens": t.preempted_queries,
@@ -194,6 +229,10 @@ def serve_dict(s: ServeSummary, t: Totals) -> dict:
         "output_tokens": s.output_tokens,
         "evictions": t.evictions,
         "cached_token_mismatches": s.cached_token_mismatches,
+        "closed_loop": s.closed_loop,
+        "delayed_turns": s.delayed_turns,
+        "mean_queue_wait_s": mean_queue_wait(s),
+        "mean_ttft_s": mean_ttft(s),
     }
 
 

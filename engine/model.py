@@ -246,6 +246,8 @@ class Totals:
     evictions: int = 0
     not_fitted: int = 0  # not_fitted + too_long
     errors: int = 0
+    too_long: int = 0  # of not_fitted: longer than max_model_len (never reached the pool)
+    truncated: int = 0  # served, but vLLM stopped the output early
     # From vLLM's own PrefixCacheStats (tokens), and its CachingMetrics window.
     queries: int = 0
     hits: int = 0
@@ -353,6 +355,11 @@ class ServeSummary:
     usable_blocks: int = 0  # the pool less vLLM's null block
     output_tokens: int = 0
     cached_token_mismatches: int = 0  # prefill_stats.num_cached_tokens != the admission hit
+    closed_loop: bool = False  # conversations' turns sent on their previous turn's reply
+    delayed_turns: int = 0  # turns the closed loop sent (engine.replay.arrivals)
+    timed: int = 0  # finished requests whose first-token time is known
+    queue_wait_sum_s: float = 0.0  # over those: arrival to first scheduled
+    ttft_sum_s: float = 0.0  # over those: arrival to first output token
 
 
 def removed_count(events: tuple[KVEvent, ...] | list[KVEvent]) -> int:

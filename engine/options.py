@@ -15,7 +15,19 @@ from engine.settings import (
 )
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+SERVE_FLAGS = {  # serve-only flags: dest -> the flag as typed (warned about elsewhere)
+    "max_num_seqs": "--max-num-seqs",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "enable_chunked_prefill": "--enable-chunked-prefill",
+    "serve_iteration_time": "--serve-iteration-time",
+    "async_scheduling": "--async-scheduling",
+    "closed_loop": "--closed-loop",
+    "think_time": "--think-time",
+}
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = False) -> None:
+    """``several_modes``: --mode (alias --modes) takes a comma-separated list (compare)."""
     g = parser.add_argument_group("vLLM block manager (names follow vLLM's own flags)")
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
     g.add_argument(
@@ -48,10 +60,17 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="replay only the first N requests of the trace (default: all)",
     )
     m = parser.add_argument_group("replay mode")
-    m.add_argument(
-        "--mode", choices=MODES, default="sequential",
-        help="sequential: one request at a time (default); serve: vLLM's real Scheduler",
-    )
+    if several_modes:
+        m.add_argument(
+            "--mode", "--modes", dest="mode", default="sequential", metavar="MODE[,MODE]",
+            help=f"replay modes, comma-separated ({', '.join(MODES)}; default sequential): "
+                 "each trace is replayed in each",
+        )
+    else:
+        m.add_argument(
+            "--mode", choices=MODES, default="sequential",
+            help="sequential: one request at a time (default); serve: vLLM's real Scheduler",
+        )
     m.add_argument("--max-num-seqs", type=int, default=None, help="serve: vLLM's max_num_seqs")
     m.add_argument(
         "--max-num-batched-tokens", type=int, default=None,
@@ -69,9 +88,25 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
         help="serve: vLLM's AsyncScheduler (default as vLLM)",
     )
+    m.add_argument(
+        "--closed-loop", action="store_true", default=None,
+        help="serve: a conversation's next turn is sent once its previous turn finished, "
+             "plus the trace's gap between them (default: at its trace time)",
+    )
+    m.add_argument(
+        "--think-time", type=float, default=None, metavar="SECONDS",
+        help="serve, with --closed-loop: this think time instead of the trace's gaps",
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="let vLLM's and torch's log lines through"
     )
+
+
+def unused_serve_flags(args: argparse.Namespace, modes: list[str]) -> list[str]:
+    """Serve-only flags given while no run uses vLLM's scheduler (they would be ignored)."""
+    if any(lookup("v1", m).uses_scheduler for m in modes):
+        return []
+    return [flag for dest, flag in SERVE_FLAGS.items() if getattr(args, dest, None) is not None]
 
 
 def settings_from_args(args: argparse.Namespace) -> EngineSettings:
@@ -94,6 +129,8 @@ def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
         max_num_batched_tokens=getattr(args, "max_num_batched_tokens", None),
         enable_chunked_prefill=getattr(args, "enable_chunked_prefill", None),
         async_scheduling=getattr(args, "async_scheduling", None),
+        closed_loop=bool(getattr(args, "closed_loop", None)),
+        think_time_s=getattr(args, "think_time", None),
         **({"iteration_time_s": iteration} if iteration is not None else {}),
     )
     settings.validate()

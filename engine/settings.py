@@ -97,12 +97,19 @@ class ServeSettings:
     enable_chunked_prefill: bool | None = None  # None: vLLM's default (on)
     async_scheduling: bool | None = None  # None: as vLLM resolves it (AsyncScheduler)
     iteration_time_s: float = DEFAULT_ITERATION_TIME_S  # simulated time per model step
+    # A conversation's next turn is sent when its previous one finished, plus the trace's
+    # gap between them (or think_time_s): engine/replay/arrivals.py.
+    closed_loop: bool = False
+    think_time_s: float | None = None
 
     def validate(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+        if self.think_time_s is not None and not (self.think_time_s >= 0 and self.closed_loop):
+            raise UserError("--think-time needs --closed-loop and a value >= 0 "
+                            f"(got {self.think_time_s})")
         if not self.iteration_time_s > 0:
             raise UserError(
                 f"the simulated iteration time must be > 0 (got {self.iteration_time_s})"

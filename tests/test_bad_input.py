@@ -57,6 +57,12 @@ CASES = [
          ":2: invalid JSON: Extra data (column 27)"),
     Case("not-an-object", GOOD + b"[1, 2, 3]\n", 2, ":2: expected a JSON object, got list"),
     Case("a-bare-string", GOOD + b'"hello"\n', 2, ":2: expected a JSON object, got str"),
+    Case("a-json-array", b'[{"prompt_token_ids": [1]}, {"prompt_token_ids": [2]}]\n', 2,
+         ":1: expected a JSON object, got list; this looks like a JSON array: prefix-tui "
+         "reads JSON Lines, one JSON object a line"),
+    Case("a-json-array-over-lines", b'[\n{"prompt_token_ids": [1]},\n]\n', 2,
+         ":1: invalid JSON: Expecting value (column 2); this looks like a JSON array: "
+         "prefix-tui reads JSON Lines, one JSON object a line"),
     Case("nan", GOOD + b'{"prompt_token_ids": [1], "arrival_time": NaN}\n', 2,
          ":2: invalid JSON: NaN is not valid JSON"),
     Case("duplicate-key", GOOD + b'{"prompt_token_ids": [1], "prompt_token_ids": [2]}\n', 2,

@@ -178,13 +178,22 @@ def test_chunked_prefill_samples_nothing_mid_prompt(async_sched):
     assert replay.cached_tokens == {"0": 0}
 
 
-def test_too_long_requests_are_rejected_not_run():
-    reqs = [req(0, list(range(60)), output_len=10), req(1, list(range(10)), output_len=4, arrival=1)]
-    replay, records = run(backend(5, async_sched=False), reqs)  # 4 usable blocks: 64 tokens
-    assert replay.results["0"].outcome is Outcome.TOO_LONG
-    assert replay.results["1"].outcome is Outcome.OK
-    assert records[0].admitted[0].outcome is Outcome.TOO_LONG and records[0].serve.arrived == ()
-    assert records[-1].totals.not_fitted == 1
+def test_too_long_prompts_are_rejected_and_long_outputs_capped_as_in_sequential_mode():
+    # 4 usable blocks: max_model_len 64. A 64-token prompt leaves no room for an output
+    # token (too long); 60 + 10 is capped at 60 + 4, as the sequential replay does.
+    reqs = [req(0, list(range(64)), output_len=1), req(1, list(range(60)), output_len=10, arrival=1),
+            req(2, list(range(100, 110)), output_len=4, arrival=2)]
+    replay, records = run(backend(5, async_sched=False), reqs)
+    r0, r1, r2 = (replay.results[k] for k in "012")
+    assert r0.outcome is Outcome.TOO_LONG and records[0].serve.arrived == ()
+    assert (r1.outcome, r1.output_tokens) == (Outcome.TRUNCATED, 4)
+    assert r1.message == "output capped at 4 of 10 tokens by max_model_len 64"
+    assert r2.outcome is Outcome.OK
+    t = records[-1].totals
+    assert (t.not_fitted, t.too_long, t.truncated) == (1, 1, 1)
+    seq = list(SequentialReplay(V1Manager(EngineSettings(block_size=BS, num_blocks=5)), reqs))
+    assert [r.request.outcome for r in seq] == [r0.outcome, r1.outcome, r2.outcome]
+    assert seq[1].request.message == r1.message and seq[-1].totals.truncated == 1
 
 
 @MODES

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from engine.errors import UserError
-from engine.options import add_engine_arguments
+from engine.options import add_engine_arguments, unused_serve_flags
 from tui.exit_codes import EXIT_INTERRUPTED
 from tui.widgets.safe import safe_text
 
@@ -45,13 +45,19 @@ def _compare_parser() -> argparse.ArgumentParser:
         description="Replay traces (or one trace in several modes) and print them side by side.",
     )
     p.add_argument("traces", nargs="+", help="one or more traces")
-    p.add_argument(
-        "--modes", default=None,
-        help="comma-separated replay modes for a single trace, e.g. sequential,serve",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    add_engine_arguments(p)
+    p.add_argument("--json", metavar="FILE", help="write every run's settings and totals")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_arguments(p, several_modes=True)
     return p
+
+
+def _warn_unused(args: argparse.Namespace, modes: list[str]) -> None:
+    unused = unused_serve_flags(args, modes)
+    if unused:
+        verb = "applies" if len(unused) == 1 else "apply"
+        print(f"prefix-tui: warning: {', '.join(unused)} {verb} only to --mode serve; ignored",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_gen(_gen_parser().parse_args(argv[1:]))
         if argv and argv[0] == "compare":
-            from tui.report import run_compare
+            from tui.compare import parse_modes, run_compare
 
-            return run_compare(_compare_parser().parse_args(argv[1:]))
+            args = _compare_parser().parse_args(argv[1:])
+            _warn_unused(args, parse_modes(args.mode))
+            return run_compare(args)
         args = _main_parser().parse_args(argv)
+        _warn_unused(args, [args.mode])
         if args.headless:
             from tui.report import run_headless
 

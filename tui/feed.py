@@ -94,6 +94,11 @@ class Feed:
         return self._want
 
     @property
+    def consumed(self) -> int:
+        """Requests handed to the replay so far."""
+        return self._consumed
+
+    @property
     def replay_paused(self) -> bool:
         """The replay waits for the cursor (RUN_AHEAD records lie beyond it)."""
         return self._replay_waiting
@@ -177,7 +182,10 @@ class Feed:
                 f"building {self.entry.starting_text()}, pool of "
                 f"{self.settings.num_blocks:,} blocks"
             ))
-            self.backend = self.entry.build(self.options)
+            backend = self.entry.build(self.options)
+            if self.cancel.is_set():  # closed meanwhile (quit, or nothing to replay)
+                return
+            self.backend = backend
         except Exception as exc:  # ImportError, AdapterMismatch, torch failures: all one line
             first = (str(exc).strip().splitlines() or [""])[0]
             self.post(EngineFailed(f"{type(exc).__name__}: {first}", traceback.format_exc()))

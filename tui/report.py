@@ -10,10 +10,10 @@ import dataclasses
 
 import argparse
 import itertools
+import os
 import signal
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -23,7 +23,7 @@ from rich.text import Text
 
 from engine import metrics
 from engine.backends import BackendEntry, BuildOptions
-from engine.errors import TraceError, UserError
+from engine.errors import TraceError
 from engine.export import check_writable, export_document, request_row, write_json_atomic
 from engine.metrics import Figure, Unit
 from engine.model import ServeSummary, StepRecord, Totals
@@ -205,6 +205,15 @@ def settings_line(s: dict) -> Text:
     )
 
 
+def print_table(console: Console, table: Table) -> None:
+    """Print a table whole. Piped, rich assumes 80 columns and would wrap a cell mid-word
+    ("AsyncSche…"): widen the console to the table instead (COLUMNS, when set, rules)."""
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        wide = console.options.update_width(10_000)
+        console.width = max(console.width, console.measure(table, options=wide).maximum)
+    console.print(table)
+
+
 def print_report(console: Console, run: RunResult) -> None:
     table = Table(
         title="PREFIX SHARING METRICS (vLLM Real Block Manager)",
@@ -220,62 +229,8 @@ def print_report(console: Console, run: RunResult) -> None:
             section = f.section
         table.add_row(Text("  " + safe_text(f.label)), Text(format_figure(f)))
     console.print(Text("trace: ") + Text(safe_text(run.label)))
-    console.print(table)
+    print_table(console, table)
     if run.status != "complete":
         console.print(Text(f"stopped early ({run.status}): {safe_text(run.message)}",
                            style="bold yellow"))
     console.print(Text(f"replayed in {run.seconds:.2f} s"), style="dim")
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    show = not args.no_progress and Console(stderr=True).is_terminal
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if args.modes:
-        if len(args.traces) != 1:
-            raise UserError("--modes compares one trace in several modes: give exactly one trace")
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        if len(modes) < 2:
-            raise UserError("--modes takes two or more of: sequential, serve")
-        plans = [backend_from_args(args, mode) for mode in modes]
-        runs = [replay_trace(args.traces[0], args, e, o, False, show) for e, o in plans]
-        labels = modes
-    else:
-        if len(args.traces) < 2:
-            raise UserError("compare needs two or more traces (or one trace with --modes)")
-        entry, options = backend_from_args(args)
-        runs = [replay_trace(p, args, entry, options, False, show) for p in args.traces]
-        labels = [safe_text(Path(p).name) for p in args.traces]
-    console = Console()
-    table = Table(title="PREFIX SHARING METRICS (vLLM Real Block Manager): comparison",
-                  caption=settings_line(runs[0].settings))
-    table.add_column("metric", no_wrap=True)
-    for label in labels:
-        table.add_column(Text(label), justify="right")
-    if len(runs) == 2:
-        table.add_column("ratio 1st/2nd", justify="right")
-    per_run = [{f.key: f for f in report_figures(r)} for r in runs]
-    keys: dict[str, str] = {}  # every run's figures, in first-seen order (serve adds some)
-    for figs in per_run:
-        for key, f in figs.items():
-            keys.setdefault(key, f.label)
-    for key, label in keys.items():
-        figs = [p.get(key) for p in per_run]
-        cells = [Text(format_figure(f) if f is not None else "–") for f in figs]
-        if len(runs) == 2:
-            cells.append(Text(_ratio_text(figs[0], figs[1])))
-        table.add_row(Text(safe_text(label)), *cells)
-    console.print(table)
-    worst = EXIT_OK
-    for run in runs:
-        if run.status != "complete":
-            print(f"prefix-tui: {safe_text(run.label)}: {safe_text(run.message)}",
-                  file=sys.stderr)
-            worst = max(worst, EXIT_USAGE if run.status == "bad_input" else EXIT_VLLM_ERROR)
-    return worst
-
-
-def _ratio_text(a: Figure | None, b: Figure | None) -> str:
-    """The ratio of two runs' numbers (the figures themselves, never their text)."""
-    if a is None or b is None or a.unit is Unit.TEXT or b.unit is Unit.TEXT:
-        return "–"
-    return f"{a.value / b.value:.2f}×" if b.value else "–"

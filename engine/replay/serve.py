@@ -58,6 +58,7 @@ from engine.replay.common import (
     unserved,
     vllm_error,
 )
+from engine.replay.arrivals import Arrivals
 from engine.replay.pool_mirror import PoolMirror
 from engine.replay.serve_tables import SeqTables, _Live
 
@@ -99,10 +100,9 @@ class ServeReplay(SeqTables):
         # Final RequestResults per seq id hold the prompt tokens: a 12k-request Mooncake
         # run would keep ~6 GB. Kept by default only with detail (records hold them anyway).
         self.keep_results = detail if keep_results is None else keep_results
-        self._requests = iter(requests)
-        self._next: TraceRequest | None = None
-        self._exhausted = False
-        self._last_arrival = 0.0
+        serve = backend.serve
+        self.arrivals = Arrivals(requests, closed_loop=serve.closed_loop,
+                                 think_time_s=serve.think_time_s)
         self.clock = 0.0
         self.iterations = 0  # scheduler iterations (records that stepped vLLM)
         self.model_iterations = 0  # of which ran the model (> 0 tokens scheduled)
@@ -113,6 +113,8 @@ class ServeReplay(SeqTables):
         self.cached_token_mismatches = 0
         self.preemptions = 0
         self.output_tokens = 0
+        self.timed = 0  # finished requests with a first-token time, and their sums
+        self.queue_wait_sum_s = self.ttft_sum_s = 0.0
         self.evictions = 0
         self.peak_used_blocks = 0
         self.submitted = self.finished = self.rejected = 0
@@ -122,21 +124,9 @@ class ServeReplay(SeqTables):
         self._mirror = PoolMirror(backend.scan_pool(), backend.null_block_id) if detail else None
 
     # -- arrivals ---------------------------------------------------------------------------
-    def _peek(self) -> TraceRequest | None:
-        if self._next is None and not self._exhausted:
-            self._next = next(self._requests, None)
-            if self._next is None:
-                self._exhausted = True
-        return self._next
-
-    def _arrival_time(self, req: TraceRequest) -> float:
-        return max(req.arrival_time, self._last_arrival)
-
     def _take_arrivals(self, data: _StepData) -> None:
         b = self.backend
-        while (req := self._peek()) is not None and self._arrival_time(req) <= self.clock:
-            self._next = None
-            self._last_arrival = self._arrival_time(req)
+        for req, sent in self.arrivals.due(self.clock):
             seq_id = f"{req.index}"
             out = synth_output_tokens(req)
             message = ""
@@ -146,23 +136,32 @@ class ServeReplay(SeqTables):
                 message = "output length 0: vLLM samples at least one token"
             prompt_len = req.num_prompt_tokens
             limit = b.max_model_len
-            if prompt_len == 0 or prompt_len + len(out) > limit:
+            if prompt_len == 0 or prompt_len >= limit:
                 reason = (
                     "empty prompt: vLLM rejects it" if prompt_len == 0 else
-                    f"prompt {prompt_len} + output {len(out)} tokens exceed max_model_len "
-                    f"{limit}; vLLM's server rejects it"
+                    f"prompt of {prompt_len} tokens leaves no room for an output token "
+                    f"within max_model_len {limit}"
                 )
                 data.rejected.append(self._rejected(req, seq_id, reason))
                 continue
+            capped = ""
+            if prompt_len + len(out) > limit:
+                # The sequential replay's rule (vLLM stops a request at max_model_len), so
+                # both modes replay the same requests: the output is capped, as vLLM's
+                # server caps a request that sets no max_tokens.
+                capped = (f"output capped at {limit - prompt_len} of {len(out)} tokens by "
+                          f"max_model_len {limit}")
+                out = out[: limit - prompt_len]
             self._live[seq_id] = _Live(req=req, out=out, message=message,
-                                       arrival=self._last_arrival)
-            b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), self._last_arrival,
+                                       arrival=sent, capped=capped)
+            b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), sent,
                                 cache_salt=req.cache_salt, lora_name=req.lora_name))
             self.submitted += 1
             data.arrived.append(seq_id)
 
     def _rejected(self, req: TraceRequest, seq_id: str, message: str) -> RequestResult:
         self.rejected += 1
+        self.arrivals.done(req, self.clock)  # a client gets its error: the next turn goes
         result = replace(unserved(req, seq_id, Outcome.TOO_LONG, self.settings.block_size,
                                   message), preemptions=0)
         if self.keep_results:
@@ -191,10 +190,10 @@ class ServeReplay(SeqTables):
                     yield self._record(index, data, None, None)
                     index += 1
                     continue
-                nxt = self._peek()
+                nxt = self.arrivals.next_time()
                 if nxt is None:
                     return
-                self.clock = max(self.clock, self._arrival_time(nxt))
+                self.clock = max(self.clock, nxt)
                 continue
             record = self._step(index, data)
             yield record
@@ -346,14 +345,19 @@ class ServeReplay(SeqTables):
         if o.finish_reason is None:
             return None
         self.finished += 1
+        self.arrivals.done(live.req, self.clock)
         base = live.result
         if base is None:  # finished before we saw it admitted: cannot happen in vLLM 0.33
             base = self._admission_result(live, o.seq_id, live.hit_tokens, ())
         bs = self.settings.block_size
         n = live.delivered
         outcome, message = base.outcome, base.message
-        if n != len(live.out):
+        if live.capped and n == len(live.out):
+            outcome, message = Outcome.TRUNCATED, live.capped
+            self.totals = replace(self.totals, truncated=self.totals.truncated + 1)
+        elif n != len(live.out):
             outcome = Outcome.TRUNCATED
+            self.totals = replace(self.totals, truncated=self.totals.truncated + 1)
             message = (f"vLLM finished it ({o.finish_reason}) after {n} of {len(live.out)} "
                        "output tokens")
         result = replace(
@@ -364,6 +368,10 @@ class ServeReplay(SeqTables):
             ttft_s=_since(live.first_token, live.arrival),
             finish_iteration=self.iterations, finish_time_s=round(self.clock, 9),
         )
+        if result.ttft_s is not None:
+            self.timed += 1
+            self.queue_wait_sum_s += result.queue_wait_s or 0.0
+            self.ttft_sum_s += result.ttft_s
         if self.keep_results:
             self.results[o.seq_id] = result
         return result
@@ -439,4 +447,9 @@ class ServeReplay(SeqTables):
             usable_blocks=self.settings.num_blocks - 1,
             output_tokens=self.output_tokens,
             cached_token_mismatches=self.cached_token_mismatches,
+            closed_loop=self.arrivals.closed_loop,
+            delayed_turns=self.arrivals.delayed_turns,
+            timed=self.timed,
+            queue_wait_sum_s=self.queue_wait_sum_s,
+            ttft_sum_s=self.ttft_sum_s,
         )

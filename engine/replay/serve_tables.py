@@ -37,6 +37,7 @@ class _Live:
     first_token: float | None = None  # clock when vLLM handed out its first output token
     preemptions: int = 0
     evicted: int = 0  # cached blocks its allocations evicted (EvictionLedger)
+    capped: str = ""  # why its output was capped at max_model_len, if it was
 
 
 class SeqTables:

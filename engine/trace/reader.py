@@ -62,6 +62,13 @@ class _DuplicateKey(ValueError):
     pass
 
 
+def _array_hint(text: str) -> str:
+    """A common wrong format: a JSON array of requests, or one split over lines."""
+    if not text.lstrip().startswith("["):
+        return ""
+    return "; this looks like a JSON array: prefix-tui reads JSON Lines, one JSON object a line"
+
+
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -160,14 +167,16 @@ class TraceReader:
         except _DuplicateKey as exc:
             raise TraceError(self.path, lineno, str(exc)) from None
         except json.JSONDecodeError as exc:
-            raise TraceError(self.path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            raise TraceError(self.path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
+                             + _array_hint(text)) from None
         except RecursionError:
             raise TraceError(self.path, lineno, "invalid JSON: nested too deeply") from None
         except ValueError as exc:  # NaN/Infinity (our hook), or an int past Python's digit limit
             reason = "a number has too many digits" if "digits" in str(exc) else str(exc)
             raise TraceError(self.path, lineno, f"invalid JSON: {reason}") from None
         if not isinstance(obj, dict):
-            raise TraceError(self.path, lineno, f"expected a JSON object, got {type_name(obj)}")
+            raise TraceError(self.path, lineno, f"expected a JSON object, got {type_name(obj)}"
+                             + _array_hint(text))
         return obj
 
     def _detect(self, f) -> str:  # noqa: ANN001

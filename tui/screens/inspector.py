@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 
 from engine import metrics
 from engine.backends import BackendEntry, BuildOptions
-from engine.model import BlockState, Outcome, StepRecord, TraceRequest
+from engine.model import BlockState, StepRecord, TraceRequest
 from engine.replay.history import History
 from engine.trace.reader import TraceSource
 from tui.feed import Feed
@@ -46,16 +46,16 @@ from tui.messages import (
     TraceFailed,
     TraceProgress,
 )
+from tui.screens.actions import Actions
 from tui.screens.blocks import BlockSelection
 from tui.screens.playback import Playback
-from tui.screens.status import SPEEDS, StatusLine
+from tui.screens.status import SETTLED, SPEEDS, TO_THE_END, StatusLine
 from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.events import EventsPanel
 from tui.widgets.free_queue import FreeQueuePanel
 from tui.widgets.header import InspectorHeader
 from tui.widgets.help_text import Guide
 from tui.widgets.legend import Legend
-from tui.widgets.modals import ErrorScreen, HelpScreen, PromptScreen
 from tui.widgets.pool_map import PoolMap
 from tui.widgets.request_panel import RequestPanel
 from tui.widgets.totals import SPARK_STEPS, TotalsPanel
@@ -93,7 +93,7 @@ MORE_KEYS = (
 )
 
 
-class InspectorScreen(Playback, BlockSelection, Screen[None]):
+class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
     BINDINGS: ClassVar = bindings()
     # What a view supplies (class attributes of the subclass).
     PANES: ClassVar[tuple[tuple[str, str], ...]]  # side panes: (widget id, tab label)
@@ -132,6 +132,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         self.read_count = 0
         self.read_fraction = 0.0
         self.target: int | None = None  # a step asked for that the replay has not made yet
+        self.asked_step: int | None = None  # the number typed for ``target`` (g), if any
         self.shown_step = -1  # the step the panes show; -1 until then and while a redraw is due
         self.selected_block: int | None = None
         self.playing = False
@@ -178,6 +179,23 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
     def step_count_text(self) -> str:
         """How many steps there are, for the go-to prompt ("1–N")."""
         raise NotImplementedError
+
+    def progress_to(self, target: int) -> tuple[float, str] | None:
+        """How far the replay is towards step ``target`` (TO_THE_END: the last step), as a
+        fraction and in words, for the status line; None when it cannot tell."""
+        done = len(self.history)
+        if target < TO_THE_END:
+            return min(1.0, done / (target + 1)), f"{done:,} / {target + 1:,} steps"
+        return None
+
+    def trace_requests(self) -> tuple[int, str] | None:
+        """The trace's request count and "" once read, else an estimate from the bytes read
+        so far and "~"; None before anything is read."""
+        if self.feed.read_done:
+            return self.read_count, ""
+        if self.read_fraction > 0 and self.read_count:
+            return round(self.read_count / self.read_fraction), "~"
+        return None
 
     def requests_read(self, requests: Sequence[TraceRequest], msg: TraceProgress) -> None:
         """New requests from the reader (the view may list them, count them as steps)."""
@@ -299,15 +317,24 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
 
     def on_trace_failed(self, msg: TraceFailed) -> None:
         self.trace_error = msg.text
+        if not self.feed.requests:
+            # Nothing to replay (a bad first line): stop starting vLLM and say why.
+            self.feed.close()
+            self.engine_status = "stopped"
+            self.show_loading()
         self.notify(f"trace error: {msg.text}", severity="error", markup=False, timeout=10)
         self.update_status()
 
     def on_engine_status(self, msg: EngineStatus) -> None:
+        if self.engine_status == "stopped":
+            return
         self.engine_status = msg.text
         self.show_loading()
         self.update_status()
 
     def on_engine_ready(self, msg: EngineReady) -> None:
+        if self.engine_status == "stopped":
+            return
         self.vllm_version = msg.vllm_version
         self.engine_status = "ready"
         self.header.update_state(vllm_version=msg.vllm_version)
@@ -332,6 +359,11 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         gc.freeze()  # see the note above on_trace_failed
         if self.target is not None and (self.target < len(self.history) or msg.done):
             target, self.target = self.target, None
+            if target >= len(self.history) and self.asked_step is not None:
+                self.notify(f"there is no step {self.asked_step:,}: the trace has "
+                            f"{len(self.history):,} steps; went to the last",
+                            severity="warning", timeout=4)
+            self.asked_step = None
             self._seek(min(target, len(self.history) - 1))
         elif self.history.position < 0 and self.history.records:
             self._seek(0)
@@ -355,6 +387,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         index = max(index, 0)
         if index < len(self.history):
             self.target = None
+            self.asked_step = None
             self._seek(index)
         else:
             self.target = index
@@ -415,7 +448,7 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
     def _spin(self) -> None:
         # Animate the status only while something is loading; an idle screen stays still.
         busy = (
-            self.engine_status not in ("ready", "failed")
+            self.engine_status not in SETTLED
             or self.target is not None or self.waiting_text() is not None
             or not (self.feed.read_done or self.feed.reader_paused)
         )
@@ -430,11 +463,14 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
         if self.history.records:
             return
         lines = []
-        if self.engine_status == "failed" and self.engine_error:
+        if self.engine_status == "stopped":
+            lines.append(f"Trace error: {self.trace_error}")
+            lines.append("Nothing to replay, so vLLM was not started. Press q to quit.")
+        elif self.engine_status == "failed" and self.engine_error:
             lines.append(f"vLLM could not start: {self.engine_error[0]}  (press e for the traceback)")
         else:
             lines.append(self.STARTING.format(status=self.engine_status))
-        if self.trace_error:
+        if self.trace_error and self.engine_status != "stopped":
             lines.append(f"Trace: {self.trace_error}")
         self.request_panel.show(None, "\n".join(lines))
 
@@ -449,46 +485,6 @@ class InspectorScreen(Playback, BlockSelection, Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.refresh_bindings()
-
-    def action_goto(self) -> None:
-        def done(value: str | None) -> None:
-            if value:
-                try:
-                    self.goto(int(value.replace(",", "")) - 1)
-                except ValueError:
-                    self.notify(f"not a step number: {value!r}", severity="warning", markup=False)
-
-        self.app.push_screen(PromptScreen(f"Go to step (1–{self.step_count_text()}):", "step number"), done)
-
-    def action_find(self) -> None:
-        def done(value: str | None) -> None:
-            if value:
-                self.find(value)
-
-        self.app.push_screen(PromptScreen("Find request id (exact, else first containing it):", "id"), done)
-
-    def action_error(self) -> None:
-        rec = self.history.current
-        if rec is not None and rec.error is not None:
-            screen = ErrorScreen(f"vLLM raised at step {rec.index + 1}", rec.error.message, rec.error.traceback)
-        elif rec is not None and rec.request is not None and rec.request.outcome is not Outcome.OK:
-            screen = ErrorScreen(f"Step {rec.index + 1}: {rec.request.outcome.value}", rec.note)
-        elif self.engine_error is not None:
-            screen = ErrorScreen("vLLM could not start", *self.engine_error)
-        elif self.trace_error is not None:
-            screen = ErrorScreen("Trace error", self.trace_error)
-        else:
-            self.notify("nothing went wrong at this step", timeout=2)
-            return
-        self.app.push_screen(screen)
-
-    def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.GUIDE))
-
-    def action_next_pane(self) -> None:
-        ids = [f"tab-{pane}" for pane, _ in self.PANES]
-        current = ids.index(self.tabs.active) if self.tabs.active in ids else -1
-        self.tabs.active = ids[(current + 1) % len(ids)]
 
     def on_unmount(self) -> None:
         self.feed.close()

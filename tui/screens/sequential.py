@@ -15,6 +15,7 @@ from textual.widgets import DataTable
 from engine.model import BlockState, StepRecord, TraceRequest
 from tui.messages import TraceProgress
 from tui.screens.inspector import InspectorScreen, find_request
+from tui.screens.status import TO_THE_END
 from tui.widgets.block_table import BlockTable
 from tui.widgets.help_text import SEQUENTIAL_GUIDE
 from tui.widgets.request_panel import token_summary
@@ -100,6 +101,14 @@ class SequentialScreen(InspectorScreen):
             summary = token_summary(rec, bs, short=True)
         self.block_table.border_title = Text(f"block table · {summary}")
 
+    def progress_to(self, target: int) -> tuple[float, str] | None:
+        known = self.trace_requests()
+        if target < TO_THE_END or known is None or not known[0]:
+            return super().progress_to(target)
+        total, about = known  # a step per request
+        done = len(self.history)
+        return min(1.0, done / total), f"{done:,} / {about}{total:,} steps"
+
     def step_count_text(self) -> str:
         return f"{self.read_count:,}"
 
@@ -116,7 +125,11 @@ class SequentialScreen(InspectorScreen):
         # so new results are written in batches a few times a second, never per step.
         # Results show up to the furthest step visited: the table is the requests "so far",
         # not a preview of what the replay, running ahead, already knows.
-        self.sequences.fill_to(self.history.records, min(len(self.history), self._furthest + 1))
+        shown = min(len(self.history), self._furthest + 1)
+        self.sequences.fill_to(self.history.records, shown)
+        title = f"requests · results up to step {shown:,}" if shown else "requests"
+        if self.sequences.border_title != title:  # say how far they go
+            self.sequences.border_title = title
 
     def _follow_table(self) -> None:
         """Put the requests table's cursor on the current step, lazily: moving a DataTable

@@ -15,6 +15,7 @@ from engine.model import BlockState, SeqView, StepRecord, TraceRequest
 from engine.replay import steps
 from tui.feed import Feed
 from tui.screens.inspector import InspectorScreen, bindings, find_request
+from tui.screens.status import TO_THE_END
 from tui.widgets.help_text import SERVE_GUIDE
 from tui.widgets.running_tables import RunningTables
 from tui.widgets.serve_panel import ServePanel, preempted_index
@@ -133,6 +134,16 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
                 "iteration": x.iteration, "clock": rec.clock,
                 "scheduled_tokens": x.scheduled_tokens, "used_blocks": x.used_blocks,
             })
+
+    def progress_to(self, target: int) -> tuple[float, str] | None:
+        known = self.trace_requests()
+        if target < TO_THE_END or known is None or not known[0]:
+            return super().progress_to(target)
+        # Iterations to come are unknown: count the requests that have arrived.
+        total, about = known
+        arrived = self.feed.consumed
+        return (min(1.0, arrived / total),
+                f"{len(self.history):,} iterations, {arrived:,} / {about}{total:,} requests arrived")
 
     def step_count_text(self) -> str:
         return self.header.step_text.split("/")[-1].strip()

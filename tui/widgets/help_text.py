@@ -83,9 +83,17 @@ class Guide:
     keys: tuple[tuple[str, str], ...] = ()  # keys of this view, after the common ones
 
 
+REQUESTS_PANE = (
+    "Every request of the trace, listed as it is read. Its results (hits, share, outcome) "
+    "fill in up to the furthest step you have visited and stay when you go back; later "
+    "rows show … until you get there, even when the replay, which runs ahead of the "
+    "cursor, already knows them. The pane's title says how far they go."
+)
+
 SEQUENTIAL_GUIDE = Guide(
     held_states=False,
     pool_note=" The current request's blocks show their block-table letter in the pool map.\n",
+    sections=(("The requests pane", REQUESTS_PANE),),
 )
 
 SERVE_GUIDE = Guide(

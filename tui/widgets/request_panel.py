@@ -68,7 +68,9 @@ class RequestPanel(Widget):
         if rec is not None and rec.serve is not None:  # a scheduler iteration
             return self._render_serve(rec, dim)
         if rec is None or rec.request is None:
-            return Text(safe_text(self.message), style=dim)
+            # Line by line: safe_text shows a newline as a visible mark.
+            return Text("\n").join(Text(safe_text(line), style=dim)
+                                   for line in self.message.split("\n"))
         r = rec.request
         req = r.request
         sep = (" · ", dim)

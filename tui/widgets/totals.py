@@ -25,6 +25,7 @@ from engine.model import Totals
 from tui.widgets.breakdown import BreakdownLines
 
 SPARK_STEPS = 120  # the sparkline covers the last this-many steps up to the cursor
+VALUE_WIDTH = 10  # "99,999,999": columns stay put up to 8-digit counts
 BARS = " ▁▂▃▄▅▆▇█"
 
 
@@ -115,13 +116,14 @@ class TotalsFigures(Widget):
         dim = self.get_component_rich_style("totals--label")
         two_columns = self.size.width >= 60 or not self.size.width
         lines = []
+        w = VALUE_WIDTH
         for label, key, label2, key2 in self.rows:
             if two_columns:
-                lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>7}   ",
-                                           (f"{label2:<15}", dim), f"{v[key2]:>7}"))
+                lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>{w}}   ",
+                                           (f"{label2:<15}", dim), f"{v[key2]:>{w}}"))
             else:
-                lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>7}"))
-                lines.append(Text.assemble((f" {label2:<16}", dim), f"{v[key2]:>7}"))
+                lines.append(Text.assemble((f"{label:<17}", dim), f"{v[key]:>{w}}"))
+                lines.append(Text.assemble((f" {label2:<16}", dim), f"{v[key2]:>{w}}"))
         return Text("\n").join(lines)
 
 
