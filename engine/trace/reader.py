@@ -159,7 +159,10 @@ class TraceReader:
             if text:
                 yield lineno, text
 
-    def _parse(self, lineno: int, text: str) -> dict[str, Any]:
+    def _parse(self, lineno: int, text: str, first: bool = False) -> dict[str, Any]:
+        """One line as a JSON object; ``first``: the file's first request (where a JSON
+        array of requests would show)."""
+        hint = _array_hint(text) if first else ""
         if text.startswith("\ufeff"):
             raise TraceError(self.path, lineno, "byte-order mark (BOM) is allowed only at the start of the file")
         try:
@@ -168,7 +171,7 @@ class TraceReader:
             raise TraceError(self.path, lineno, str(exc)) from None
         except json.JSONDecodeError as exc:
             raise TraceError(self.path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
-                             + _array_hint(text)) from None
+                             + hint) from None
         except RecursionError:
             raise TraceError(self.path, lineno, "invalid JSON: nested too deeply") from None
         except ValueError as exc:  # NaN/Infinity (our hook), or an int past Python's digit limit
@@ -176,12 +179,12 @@ class TraceReader:
             raise TraceError(self.path, lineno, f"invalid JSON: {reason}") from None
         if not isinstance(obj, dict):
             raise TraceError(self.path, lineno, f"expected a JSON object, got {type_name(obj)}"
-                             + _array_hint(text))
+                             + hint)
         return obj
 
     def _detect(self, f) -> str:  # noqa: ANN001
         for lineno, text in self._lines(f):
-            obj = self._parse(lineno, text)
+            obj = self._parse(lineno, text, first=True)
             return "mooncake" if "hash_ids" in obj else "native"
         raise TraceError(self.path, None, "no requests (the file is empty)")
 
@@ -196,7 +199,7 @@ class TraceReader:
                     return
                 if self.max_requests is not None and index >= self.max_requests:
                     return
-                obj = self._parse(lineno, text)
+                obj = self._parse(lineno, text, first=index == 0)
                 if self.format == "mooncake":
                     yield mooncake.parse_mooncake(
                         obj,
