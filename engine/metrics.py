@@ -70,7 +70,16 @@ def peak_kv_usage(s: ServeSummary) -> float:
     return ratio(s.peak_kv_blocks, s.usable_blocks)
 
 
-def add_request(t: Totals, r: RequestResult, **vllm_counts: int) -> Totals:
+def token_hit_counts(t: Totals, r: RequestResult, caching: bool) -> dict[str, int]:
+    """Cumulative hit / queried tokens where vLLM keeps no PrefixCacheStats (V0): hit
+    tokens are V0's own num_cached_tokens of each served request, queried tokens its
+    prompt tokens (V1's PrefixCacheStats counts the same way: one query per admission)."""
+    if not caching or not r.outcome.served:
+        return {"hits": t.hits, "queries": t.queries}
+    return {"hits": t.hits + r.hit_tokens, "queries": t.queries + r.prompt_tokens}
+
+
+def add_request(t: Totals, r: RequestResult, **vllm_counts) -> Totals:
     """Totals after one more request; ``vllm_counts`` are the adapter's cumulative counters."""
     fitted = r.outcome.served
     return Totals(
@@ -112,12 +121,14 @@ class Figure:
 SEC_REQUESTS = "Request statistics"
 SEC_REUSE = "Block reuse statistics"
 SEC_HITS = "Cache hit rate (vLLM PrefixCacheStats)"
+SEC_HITS_V0 = "Cache hit rate (vLLM V0: num_cached_tokens)"
 SEC_SERVE = "Serve mode (vLLM Scheduler)"
 
 
 def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
     """The report's figures, in order; compare lines them up by ``key``."""
     C, R = Unit.COUNT, Unit.RATIO
+    hits = SEC_HITS if t.v0_hit_rate is None else SEC_HITS_V0
     out = [
         Figure(SEC_REQUESTS, "requests", "Requests replayed", t.requests, C),
         Figure(SEC_REQUESTS, "served", "Requests served (got blocks)", served(t), C),
@@ -134,12 +145,18 @@ def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
         Figure(SEC_REUSE, "avg_sharing_fraction", "Average per-request sharing fraction",
                avg_sharing_fraction(t), R),
         Figure(SEC_REUSE, "evictions", "Evictions (cached blocks)", t.evictions, C),
-        Figure(SEC_HITS, "hit_rate", "Hit rate, cumulative", hit_rate(t), R),
-        Figure(SEC_HITS, "recent_hit_rate", "Hit rate, last 1,000 requests", recent_hit_rate(t), R),
-        Figure(SEC_HITS, "hit_tokens", "Hit tokens / queried tokens", t.hits, C, second=t.queries),
+        Figure(hits, "hit_rate", "Hit rate, cumulative", hit_rate(t), R),
     ]
+    if t.v0_hit_rate is None:  # V0 has no CachingMetrics window
+        out.append(Figure(hits, "recent_hit_rate", "Hit rate, last 1,000 requests",
+                          recent_hit_rate(t), R))
+    else:
+        out.append(Figure(hits, "v0_hit_rate", "V0 hit rate (get_prefix_cache_hit_rate, "
+                          "blocks)", t.v0_hit_rate, R))
+    out.append(Figure(hits, "hit_tokens", "Hit tokens / queried tokens", t.hits, C,
+                      second=t.queries))
     if t.preemptions or t.preempted_queries:
-        out.append(Figure(SEC_HITS, "preempted_hit_tokens", "Preempted: hit / queried tokens",
+        out.append(Figure(hits, "preempted_hit_tokens", "Preempted: hit / queried tokens",
                           t.preempted_hits, C, second=t.preempted_queries))
     if serve is not None:
         i = serve.info
@@ -194,6 +211,7 @@ def totals_dict(t: Totals) -> dict:
         "preemptions": t.preemptions,
         "preempted_hit_tokens": t.preempted_hits,
         "preempted_query_tokens": t.preempted_queries,
+        **({"v0_hit_rate": t.v0_hit_rate} if t.v0_hit_rate is not None else {}),
     }
 
 

@@ -256,6 +256,9 @@ class Totals:
     preempted_queries: int = 0
     preempted_hits: int = 0
     preemptions: int = 0
+    # vLLM V0's own get_prefix_cache_hit_rate() (full blocks queried by the allocator), as
+    # V0 returns it; None on V1, which has no such figure.
+    v0_hit_rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,33 @@ class ServePart:
     finished_results: tuple[RequestResult, ...] = ()  # final rows of requests that finished
 
 
+class EvictorEntry(NamedTuple):
+    """One block in vLLM V0's LRU evictor, in the order V0 would evict it."""
+
+    block_id: int
+    block_hash: bytes  # the content hash the evictor would hand back for it
+    last_accessed: float  # V0's access time (-1: never recorded, V0's default)
+    num_hashed_tokens: int  # the tie-break: at equal times the deepest block goes first
+    stale: bool = False  # a leftover heap entry V0 would take for live: its hash is not the
+    # block's own, so evicting it raises in _maybe_allocate_evicted_block_id
+
+
+@dataclass(frozen=True, slots=True)
+class V0Part:
+    """What vLLM V0's block manager looked like at the end of a step (V0 records only)."""
+
+    call_order: str  # "scheduler" or "experiment"
+    clock: float  # the access time V0 was given at this step (scheduler order)
+    hit_rate: float | None = None  # V0's get_prefix_cache_hit_rate() after this step
+    can_allocate: str = ""  # V0's AllocStatus for the admitted request ("" when not asked)
+    watermark_blocks: int = 0  # blocks can_allocate keeps free (V0's watermark)
+    num_cached: int = 0  # hashes in V0's _cached_blocks
+    num_evictor: int = 0  # blocks in the evictor (cached-free)
+    evictor: tuple[EvictorEntry, ...] = ()  # the evictor's head, in eviction order
+    error_block: int | None = None  # the block and hash vLLM was handling when it raised
+    error_hash: bytes | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class StepRecord:
     index: int
@@ -301,6 +331,7 @@ class StepRecord:
     error: StepError | None = None
     note: str = ""
     serve: ServePart | None = None
+    v0: V0Part | None = None
 
     @property
     def request(self) -> RequestResult | None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from engine.backends import MODES, BackendEntry, BuildOptions, lookup
+from engine.backends import ENGINES, MODES, BackendEntry, BuildOptions, lookup
 from engine.trace.reader import TraceSource
 from engine.settings import (
     DEFAULT_HASH_ALGO,
+    DEFAULT_V0_HASH_SEED,
     HASH_ALGOS,
+    V0_CALL_ORDERS,
     EngineSettings,
     ServeSettings,
+    V0Settings,
 )
 
 
@@ -58,6 +61,21 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
     t.add_argument(
         "--max-requests", type=int, default=None, metavar="N",
         help="replay only the first N requests of the trace (default: all)",
+    )
+    e = parser.add_argument_group("vLLM engine")
+    e.add_argument(
+        "--engine", choices=ENGINES, default="v1",
+        help="v1: vLLM 0.33's KV-cache manager (default); v0: vLLM 0.10.1.1's V0 block "
+        "manager in .venv-legacy (make legacy)",
+    )
+    e.add_argument(
+        "--v0-call-order", choices=V0_CALL_ORDERS, default="scheduler",
+        help="v0: the calls V0's Scheduler makes (default), or the original experiment's "
+        "allocate -> get_num_cached_tokens -> free",
+    )
+    e.add_argument(
+        "--v0-hash-seed", type=int, default=DEFAULT_V0_HASH_SEED, metavar="N",
+        help="v0: PYTHONHASHSEED of the V0 worker (V0 hashes blocks with hash(); default 0)",
     )
     m = parser.add_argument_group("replay mode")
     if several_modes:
@@ -137,13 +155,26 @@ def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return settings
 
 
-def backend_from_args(args: argparse.Namespace, mode: str | None = None
-                      ) -> tuple[BackendEntry, BuildOptions]:
+def v0_settings_from_args(args: argparse.Namespace) -> V0Settings:
+    settings = V0Settings(
+        call_order=getattr(args, "v0_call_order", None) or "scheduler",
+        hash_seed=getattr(args, "v0_hash_seed", DEFAULT_V0_HASH_SEED),
+    )
+    settings.validate()
+    return settings
+
+
+def backend_from_args(args: argparse.Namespace, mode: str | None = None,
+                      engine: str | None = None) -> tuple[BackendEntry, BuildOptions]:
     """The registry entry the flags select and what to build it with (validated: a bad
-    flag is one line before vLLM loads)."""
-    entry = lookup("v1", mode or getattr(args, "mode", None) or "sequential")
+    flag, or a backend that cannot be built here, is one line before vLLM loads)."""
+    entry = lookup(engine or getattr(args, "engine", None) or "v1",
+                   mode or getattr(args, "mode", None) or "sequential")
     serve = serve_settings_from_args(args) if entry.uses_scheduler else None
-    options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False))
+    v0 = v0_settings_from_args(args) if entry.engine == "v0" else None
+    options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False), v0)
+    if entry.precheck is not None:
+        entry.precheck()
     return entry, options
 
 

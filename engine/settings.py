@@ -64,13 +64,14 @@ class EngineSettings:
     hash_algo: str = DEFAULT_HASH_ALGO
     kv_events: bool = True
     layout: KVLayout = field(default_factory=KVLayout)
+    null_block: bool = True  # vLLM V1 reserves block 0; V0 has no null block
 
     @property
     def effective_max_model_len(self) -> int:
         if self.max_model_len is not None:
             return self.max_model_len
         # What vLLM's start-up check lets through: every block but the null block.
-        return self.block_size * (self.num_blocks - 1)
+        return self.block_size * (self.num_blocks - self.null_block)
 
     def validate(self) -> None:
         if self.block_size < 1:
@@ -86,6 +87,37 @@ class EngineSettings:
                 f"(got {self.hash_algo!r})"
             )
         self.layout.validate()
+
+
+V0_CALL_ORDERS = ("scheduler", "experiment")
+DEFAULT_V0_WATERMARK = 0.01  # SelfAttnBlockSpaceManager's default, which V0's Scheduler keeps
+DEFAULT_V0_HASH_SEED = 0
+
+
+@dataclass(frozen=True)
+class V0Settings:
+    """vLLM V0 (0.10.1.1, in .venv-legacy): how the block manager is driven.
+
+    ``call_order``: "scheduler" makes the calls V0's Scheduler makes for a prefill and its
+    decode steps (get_num_cached_tokens, can_allocate, allocate, access_all_blocks_in_seq,
+    get_common_computed_block_ids, mark_blocks_as_computed, append_slots, free);
+    "experiment" the original experiment's allocate -> get_num_cached_tokens -> free.
+    ``hash_seed``: PYTHONHASHSEED of the worker. V0 hashes blocks with Python's hash(),
+    seeded by hash('None'), so a fixed seed makes every run give the same hashes.
+    """
+
+    call_order: str = "scheduler"
+    watermark: float = DEFAULT_V0_WATERMARK
+    hash_seed: int = DEFAULT_V0_HASH_SEED
+
+    def validate(self) -> None:
+        if self.call_order not in V0_CALL_ORDERS:
+            raise UserError(f"--v0-call-order must be one of {', '.join(V0_CALL_ORDERS)} "
+                            f"(got {self.call_order!r})")
+        if not 0.0 <= self.watermark < 1.0:
+            raise UserError(f"--v0-watermark must be in [0, 1) (got {self.watermark})")
+        if not 0 <= self.hash_seed <= 4294967295:
+            raise UserError(f"--v0-hash-seed must be in 0..4294967295 (got {self.hash_seed})")
 
 
 @dataclass(frozen=True)

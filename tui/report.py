@@ -77,10 +77,13 @@ def replay_trace(
     replay = backend.replay(requests, detail=False)
     # Enough to reproduce the run: the trace and how it was read, the mode and its knobs.
     serve = dataclasses.asdict(options.serve) if options.serve is not None else None
+    v0 = {"v0": dataclasses.asdict(options.v0)} if options.v0 is not None else {}
+    # The backend's settings: a V0 backend has no null block and hashes with hash().
     run = RunResult(label=path, settings=settings_dict(
-        options.settings, backend.version, mode=entry.mode, trace=source.path,
-        tokenizer=source.tokenizer_name, trace_block_size=source.trace_block_size,
-        max_requests=source.max_requests, serve=serve,
+        backend.settings, backend.version, engine=entry.engine, mode=entry.mode,
+        trace=source.path, tokenizer=source.tokenizer_name,
+        trace_block_size=source.trace_block_size, max_requests=source.max_requests,
+        serve=serve, **v0,
     ))
     start = time.perf_counter()
     progress = _progress(err_console, disabled=not show_progress)
@@ -197,8 +200,11 @@ def report_figures(run: RunResult) -> list[Figure]:
 
 def settings_line(s: dict) -> Text:
     caching = f"on ({s['prefix_caching_hash_algo']})" if s["enable_prefix_caching"] else "off"
+    engine = s.get("engine", "v1")
+    order = f" ({s['v0']['call_order']} call order)" if s.get("v0") else ""
     return Text(
-        f"vLLM {s['vllm_version']} · mode {s.get('mode', 'sequential')} · block size "
+        f"vLLM {s['vllm_version']} {engine}{order} · mode {s.get('mode', 'sequential')} · "
+        "block size "
         f"{s['block_size']} · pool {s['num_gpu_blocks']:,} blocks · max_model_len "
         f"{s['max_model_len']:,} · prefix caching {caching}"
         + (f" · first {s['max_requests']:,} requests" if s.get("max_requests") else "")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import UserError
 from engine.replay.protocol import Pacing, View
-from engine.settings import EngineSettings, ServeSettings
+from engine.settings import EngineSettings, ServeSettings, V0Settings
 
 if TYPE_CHECKING:
     from engine.replay.protocol import Backend
@@ -27,6 +27,7 @@ class BuildOptions:
     settings: EngineSettings
     serve: ServeSettings | None = None
     verbose: bool = False
+    v0: V0Settings | None = None  # V0 backends: the call order and hash seed
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class BackendEntry:
     pacing: Pacing
     uses_scheduler: bool  # serve-mode flags apply
     factory: Callable[[BuildOptions], Backend]  # slow: imports vLLM, builds its pool
+    # Fast checks before anything slow (V0: is .venv-legacy there?); raises UserError.
+    precheck: Callable[[], object] | None = None
 
     @property
     def name(self) -> str:
@@ -64,6 +67,18 @@ def _v1_serve(options: BuildOptions) -> Backend:
     return V1ServeBackend(options.settings, options.serve or ServeSettings(), options.verbose)
 
 
+def _v0_sequential(options: BuildOptions) -> Backend:
+    from engine.backends.vllm_v0.client import V0SequentialBackend
+
+    return V0SequentialBackend(options.settings, options.v0 or V0Settings(), options.verbose)
+
+
+def _v0_precheck() -> object:
+    from engine.backends.vllm_v0.client import legacy_python
+
+    return legacy_python()
+
+
 REGISTRY: dict[tuple[str, str], BackendEntry] = {
     ("v1", "sequential"): BackendEntry(
         "v1", "sequential", "one request at a time on vLLM's KVCacheManager",
@@ -72,6 +87,11 @@ REGISTRY: dict[tuple[str, str], BackendEntry] = {
     ("v1", "serve"): BackendEntry(
         "v1", "serve", "vLLM's real Scheduler: concurrency, chunked prefill, preemption",
         View.SERVE, Pacing.PER_ITERATION, True, _v1_serve,
+    ),
+    ("v0", "sequential"): BackendEntry(
+        "v0", "sequential", "one request at a time on vLLM 0.10.1.1's V0 block manager "
+        "(a worker under .venv-legacy)",
+        View.SEQUENTIAL, Pacing.PER_REQUEST, False, _v0_sequential, _v0_precheck,
     ),
 }
 ENGINES = tuple(dict.fromkeys(e for e, _m in REGISTRY))
