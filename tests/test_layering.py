@@ -12,6 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = ROOT / "engine" / "backends" / "vllm_v1"
+# The V0 worker side (runs under vLLM 0.10.1.1); its client is held to no vLLM below.
+V0_WORKER = {ROOT / "engine" / "backends" / "vllm_v0" / f"{m}.py"
+             for m in ("worker", "sequential", "internals")}
 
 
 def _module(path: Path) -> str:
@@ -65,7 +68,7 @@ def test_only_the_adapter_package_imports_vllm():
         str(p.relative_to(ROOT))
         for root in (ROOT / "engine", ROOT / "tui")
         for p in root.rglob("*.py")
-        if ADAPTER not in p.parents and _imports(p) & {"vllm", "torch"}
+        if ADAPTER not in p.parents and p not in V0_WORKER and _imports(p) & {"vllm", "torch"}
     ]
     assert offenders == []
 
