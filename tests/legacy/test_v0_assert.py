@@ -65,7 +65,7 @@ def test_headless_reports_the_steps_before_and_exits_1(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("prefix-tui:")]
     assert len(lines) == 1 and "step 16" in lines[0] and "content_hash_to_evict" in lines[0]
     assert "Traceback" not in proc.stderr
-    assert "Total requests" in proc.stdout
+    assert "PREFIX SHARING METRICS" in proc.stdout  # the report of the 16 steps before
     doc = json.loads(out.read_text())
     assert doc["status"]["state"] == "vllm_error"
     assert doc["requests"][-1]["outcome"] == "error"
