@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.errors import UserError
 from engine.backends import ENGINES, MODES, BackendEntry, BuildOptions, lookup
 from engine.trace.reader import TraceSource
 from engine.settings import (
@@ -63,11 +64,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
         help="replay only the first N requests of the trace (default: all)",
     )
     e = parser.add_argument_group("vLLM engine")
-    e.add_argument(
-        "--engine", choices=ENGINES, default="v1",
-        help="v1: vLLM 0.33's KV-cache manager (default); v0: vLLM 0.10.1.1's V0 block "
-        "manager in .venv-legacy (make legacy)",
-    )
+    engine_help = ("v1: vLLM 0.33's KV-cache manager (default); v0: vLLM 0.10.1.1's V0 block "
+                   "manager in .venv-legacy (make legacy)")
+    if several_modes:
+        e.add_argument("--engine", "--engines", default="v1", metavar="ENGINES",
+                       help=f"comma-separated, e.g. v0,v1 (per-request differences listed). "
+                       f"{engine_help}")
+    else:
+        e.add_argument("--engine", choices=ENGINES, default="v1", help=engine_help)
     e.add_argument(
         "--v0-call-order", choices=V0_CALL_ORDERS, default="scheduler",
         help="v0: the calls V0's Scheduler makes (default), or the original experiment's "
@@ -153,6 +157,17 @@ def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
     )
     settings.validate()
     return settings
+
+
+def parse_engines(text: str) -> list[str]:
+    """compare's --engines: a comma-separated list of the registry's engines."""
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    for e in engines:
+        if e not in ENGINES:
+            raise UserError(f"--engines: unknown engine {e!r} (have: {', '.join(ENGINES)})")
+    if len(set(engines)) != len(engines):
+        raise UserError(f"--engines: an engine given twice ({text})")
+    return engines or ["v1"]
 
 
 def v0_settings_from_args(args: argparse.Namespace) -> V0Settings:

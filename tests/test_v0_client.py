@@ -50,3 +50,25 @@ def test_the_assertion_trace_is_what_the_generator_makes(tmp_path):
     out = tmp_path / "t.jsonl"
     write_jsonl(generate("multi-turn", num_requests=20, seed=0), out)
     assert out.read_bytes() == (ROOT / "traces" / "v0_eviction_assert.jsonl").read_bytes()
+
+
+def _row(rid, prompt, hit, evicted=0, outcome="ok", message=""):
+    return {"request_id": rid, "outcome": outcome, "prompt_tokens": prompt, "hit_tokens": hit,
+            "evicted_blocks": evicted, "message": message}
+
+
+def test_request_differences_name_a_reason_for_each():
+    from engine.differences import request_differences
+
+    v0 = [_row("a", 32, 0), _row("b", 32, 32), _row("c", 40, 16, evicted=2),
+          _row("d", 50, 0, outcome="not_fitted", message="V0's can_allocate said NEVER"),
+          _row("e", 40, 32)]
+    v1 = [_row("a", 32, 0), _row("b", 32, 16), _row("c", 40, 16, evicted=3),
+          _row("d", 50, 0), _row("e", 40, 16)]
+    diffs = request_differences(v0, v1, ("v0", "v1"), 16)
+    assert [d.index for d in diffs] == [1, 2, 3, 4]
+    assert "v0 counts the whole prompt" in diffs[0].reason
+    assert "caps a hit at prompt length - 1" in diffs[0].reason
+    assert "evicted 2 (v0) vs 3 (v1)" in diffs[1].reason
+    assert diffs[2].reason == "v0: not_fitted (V0's can_allocate said NEVER)"
+    assert "v0 had evicted 2, v1 3 cached blocks before it" in diffs[3].reason

@@ -25,7 +25,7 @@ from engine.backends import MODES
 from engine.errors import UserError
 from engine.export import SCHEMA_VERSION, check_writable, write_json_atomic
 from engine.metrics import Figure, Unit
-from engine.options import backend_from_args
+from engine.options import backend_from_args, parse_engines
 from tui.exit_codes import EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.report import (
     RunResult,
@@ -35,6 +35,7 @@ from tui.report import (
     report_figures,
     settings_line,
 )
+from tui.engine_diff import difference_dict, engine_differences, print_differences, rows
 from tui.widgets.safe import safe_text
 
 ORDINALS = ("1st", "2nd", "3rd")
@@ -74,26 +75,38 @@ def ordinal(n: int) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     modes = parse_modes(args.mode)
+    engines = parse_engines(args.engine)
     traces = list(args.traces)
-    if len(traces) * len(modes) < 2:
+    if len(traces) * len(modes) * len(engines) < 2:
         raise UserError("compare needs two runs: two or more traces, or one trace with "
-                        "--mode sequential,serve")
+                        "--mode sequential,serve or --engines v0,v1")
     if args.json:
         check_writable(args.json, args.force, inputs=tuple(traces))
-    plans = [backend_from_args(args, mode) for mode in modes]  # bad flags: before any replay
+    # Bad flags, or an engine that cannot run here: one line before any replay.
+    plans = [(mode, engine, backend_from_args(args, mode, engine))
+             for engine in engines for mode in modes]
     show = not args.no_progress and Console(stderr=True).is_terminal
     signal.signal(signal.SIGINT, signal.default_int_handler)
     names = distinct_labels(traces)
     runs: list[RunResult] = []
     labels: list[str] = []
-    for (name, path), (mode, (entry, options)) in itertools.product(
-            zip(names, traces), zip(modes, plans)):
-        runs.append(replay_trace(path, args, entry, options, False, show))
-        labels.append(" · ".join(x for x, many in ((name, len(traces) > 1), (mode, len(modes) > 1))
-                                 if many))
+    keep_rows = len(engines) > 1  # engines are compared request by request too
+    for (name, path), (mode, engine, (entry, options)) in itertools.product(
+            zip(names, traces), plans):
+        runs.append(replay_trace(path, args, entry, options, keep_rows, show))
+        labels.append(" · ".join(x for x, many in (
+            (name, len(traces) > 1), (mode, len(modes) > 1), (engine, len(engines) > 1))
+            if many))
     print_table(Console(), compare_table(runs, labels, modes))
+    diffs = engine_differences(runs, engines) if len(runs) == 2 and len(engines) == 2 else None
+    if diffs is not None:
+        compared = min(len(rows(r)) for r in runs)
+        print_differences(Console(), diffs, (engines[0], engines[1]), compared)
     if args.json:
-        write_json_atomic(args.json, compare_document(runs, labels))
+        doc = compare_document(runs, labels)
+        if diffs is not None:
+            doc["differences"] = [difference_dict(d, (engines[0], engines[1])) for d in diffs]
+        write_json_atomic(args.json, doc)
         Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
     worst = EXIT_OK
     for run in runs:

@@ -93,3 +93,26 @@ def test_decode_caches_full_output_blocks(v0_backend_factory):
     recs = replay(backend, [req(0, prompt, output=reply), req(1, prompt + reply + [7])])
     assert recs[0].request.output_blocks == 1 and recs[0].request.output_tokens == 7
     assert recs[1].request.hit_tokens == 12
+
+
+def test_compare_engines_lists_the_whole_hit_difference(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    trace = tmp_path / "t.jsonl"
+    prompt = list(range(1, 33))  # two blocks of 16
+    trace.write_text("".join(json.dumps({"prompt_token_ids": prompt, "output_len": 1}) + "\n"
+                             for _ in range(2)))
+    out = tmp_path / "c.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui", "compare", str(trace), "--engines", "v0,v1",
+         "--no-progress", "--num-gpu-blocks-override", "64", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    diffs = json.loads(out.read_text())["differences"]
+    assert [(d["index"], d["v0_hit_tokens"], d["v1_hit_tokens"]) for d in diffs] == [(1, 32, 16)]
+    assert "caps a hit at prompt length - 1" in diffs[0]["reason"]
+    assert "Per-request differences, v0 vs v1: 1 of 2 requests" in proc.stdout
