@@ -7,6 +7,7 @@ import argparse
 
 from engine.errors import UserError
 from engine.backends import ENGINES, MODES, BackendEntry, BuildOptions, lookup
+from engine.trace import formats as trace_formats
 from engine.trace.reader import TraceSource
 from engine.settings import (
     DEFAULT_HASH_ALGO,
@@ -56,8 +57,17 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
         help="tokenizer for text prompts (local files only; default: GPT-2 BPE, as OPT)",
     )
     t.add_argument(
-        "--trace-block-size", type=int, default=512,
-        help="tokens per hash id in Mooncake traces (default 512)",
+        "--trace-block-size", type=int, default=None,
+        help="tokens per hash id in hash-id traces (default: Mooncake 512, Qwen-Bailian 16)",
+    )
+    t.add_argument(
+        "--trace-format", choices=trace_formats.NAMES, default=trace_formats.AUTO,
+        help="the trace's format (default auto: told by its first line)",
+    )
+    t.add_argument(
+        "--lora-names", default="", metavar="NAME[,NAME]",
+        help="OpenAI request logs: model names that are LoRA adapters (a request for one "
+             "runs under that adapter)",
     )
     t.add_argument(
         "--max-requests", type=int, default=None, metavar="N",
@@ -196,8 +206,11 @@ def backend_from_args(args: argparse.Namespace, mode: str | None = None,
 def trace_source_from_args(args: argparse.Namespace, path: str | None = None) -> TraceSource:
     """The trace flags as one TraceSource (``path``: another trace than args.trace, for
     compare)."""
+    lora = tuple(n.strip() for n in (getattr(args, "lora_names", "") or "").split(",") if n.strip())
     return TraceSource(path if path is not None else args.trace, tokenizer_name=args.tokenizer,
-                       trace_block_size=args.trace_block_size, max_requests=args.max_requests)
+                       trace_block_size=args.trace_block_size, max_requests=args.max_requests,
+                       trace_format=getattr(args, "trace_format", trace_formats.AUTO),
+                       lora_names=lora)
 
 
 def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:

@@ -137,8 +137,8 @@ CASES = [
     Case("mooncake-missing-field", MOON + b'{"timestamp": 1, "input_length": 5, "hash_ids": [0]}\n', 2,
          ":2: missing field 'output_length' (Mooncake format)"),
     Case("mooncake-then-native-line", MOON + GOOD, 2,
-         ":2: unknown field 'prompt_token_ids' in a Mooncake trace "
-         "(fields: timestamp, input_length, output_length, hash_ids)"),
+         ":2: missing field 'timestamp' (Mooncake format; 'prompt_token_ids' is a native field: "
+         "Mooncake and native lines cannot mix)"),
     Case("native-then-mooncake-line", GOOD + MOON, 2,
          ":2: unknown field 'timestamp' (a Mooncake field; Mooncake and native lines cannot mix)"),
     # --- ids and time ------------------------------------------------------------------------

@@ -22,3 +22,20 @@ def test_every_quoted_hit_rate_says_which_one():
     for line in README.splitlines():
         if re.search(r"hit rate \d", line):
             assert "cumulative" in line or "last 1,000" in line or "last-1,000" in line, line
+
+
+def test_production_format_examples_parse_as_their_format(tmp_path):
+    from engine.trace.reader import TraceReader
+
+    section = README.split("### Production trace formats", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```json\n(.*?)```", section, re.S)
+    expected = ["mooncake", "bailian", "openai"]
+    assert len(blocks) == len(expected)
+    for i, (block, fmt) in enumerate(zip(blocks, expected)):
+        p = tmp_path / f"{i}.jsonl"
+        p.write_text(block, encoding="utf-8")
+        reader = TraceReader(p, lora_names=("support-lora",))
+        requests = list(reader)
+        assert reader.format == fmt and len(requests) == len(block.strip().splitlines())
+        assert reader.ignored_fields == {}
+    assert requests[1].lora_name == "support-lora" and requests[0].cache_salt == "team-a"

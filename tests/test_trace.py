@@ -294,10 +294,21 @@ MOONCAKE_CASES = [
     ),
     (b'{"timestamp": 0, "input_length": 5, "hash_ids": [0]}', "missing field 'output_length' (Mooncake format)"),
     (
-        b'{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [0], "x": 1}',
-        "unknown field 'x' in a Mooncake trace (fields: timestamp, input_length, output_length, hash_ids)",
+        b'{"prompt_token_ids": [1]}',
+        "missing field 'timestamp' (Mooncake format; 'prompt_token_ids' is a native field: "
+        "Mooncake and native lines cannot mix)",
     ),
 ]
+
+
+def test_mooncake_extra_fields_are_ignored_and_listed(tmp_path):
+    # A production format: a field it does not use is not a typo, so not an error.
+    p = write(tmp_path, MOONCAKE_OK + b'{"timestamp": 1, "input_length": 600, "output_length": 1,'
+              b' "hash_ids": [0, 2], "session": "s1", "x": 1}\n')
+    reader = TraceReader(p)
+    a, b = reader
+    assert a.prompt_token_ids[:512] == b.prompt_token_ids[:512] != a.prompt_token_ids[512:]
+    assert reader.ignored_fields == {"session": 2, "x": 2}
 
 
 @pytest.mark.parametrize("line, message", MOONCAKE_CASES, ids=[m for _, m in MOONCAKE_CASES])

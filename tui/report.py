@@ -82,7 +82,8 @@ def replay_trace(
     run = RunResult(label=path, settings=settings_dict(
         backend.settings, backend.version, engine=entry.engine, mode=entry.mode,
         trace=source.path, tokenizer=source.tokenizer_name,
-        trace_block_size=source.trace_block_size, max_requests=source.max_requests,
+        trace_format=reader.format, trace_block_size=reader.trace_block_size,
+        max_requests=source.max_requests, lora_names=list(source.lora_names),
         serve=serve, **v0,
     ))
     start = time.perf_counter()

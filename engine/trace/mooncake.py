@@ -1,4 +1,5 @@
-"""Mooncake traces: hash ids in, synthetic token ids out.
+"""Mooncake traces (FAST'25 conversation, tool&agent and synthetic traces, and the arXiv
+trace): hash ids in, synthetic token ids out.
 
 A Mooncake line is ``{"timestamp": ms, "input_length": n, "output_length": m,
 "hash_ids": [...]}`` where each hash id stands for one block of B tokens (B = 512 in the
@@ -7,19 +8,22 @@ synthesized: hash id h becomes the tokens ``h*B .. h*B + B-1``. That map is inje
 (different ids never share a token, equal ids give equal tokens), so prefix sharing in the
 token stream is exactly the sharing the trace recorded. A modulo would fold ids together and
 invent hits. The concatenation is truncated to input_length (the last block may be partial).
+
+A production format: fields beyond these are ignored (the reader lists them), not errors.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from engine.model import TraceRequest
+from engine.trace.context import ParseContext
+from engine.trace.fields import MAX_TOKEN_ID, Fail, count, seconds, type_name
 
 FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
-MAX_TOKEN_ID = 2**31  # exclusive; the same bound native traces obey
-MAX_OUTPUT_LEN = 10_000_000
+DEFAULT_BLOCK_SIZE = 512
+NATIVE_PROMPTS = ("prompt_token_ids", "prompt", "messages")
 
 
 def synthesize_tokens(hash_ids: Sequence[int], input_length: int, block_size: int) -> tuple[int, ...]:
@@ -32,41 +36,22 @@ def synthesize_tokens(hash_ids: Sequence[int], input_length: int, block_size: in
     return tuple(tokens)
 
 
-def parse_mooncake(
-    obj: Mapping[str, Any],
-    *,
-    index: int,
-    line: int,
-    block_size: int,
-    fail: Callable[[str], Exception],
-    type_name: Callable[[Any], str],
-) -> TraceRequest:
-    """One Mooncake line (already a JSON object) as a TraceRequest; ``fail(msg)`` builds the error."""
-    for key in obj:
-        if key not in FIELDS:
-            raise fail(f"unknown field {key!r} in a Mooncake trace (fields: {', '.join(FIELDS)})")
-    for key in FIELDS:
+def require(obj: dict[str, Any], fields: Sequence[str], title: str, fail: Fail) -> None:
+    for key in fields:
         if key not in obj:
-            raise fail(f"missing field {key!r} (Mooncake format)")
+            native = next((k for k in NATIVE_PROMPTS if k in obj), None)
+            hint = (f"; {native!r} is a native field: {title} and native lines cannot mix"
+                    if native else "")
+            raise fail(f"missing field {key!r} ({title} format{hint})")
 
-    ts = obj["timestamp"]
-    if type(ts) not in (int, float):
-        raise fail(f"timestamp must be a number of milliseconds (got {type_name(ts)})")
-    if not math.isfinite(ts) or ts < 0:
-        raise fail(f"timestamp must be finite and >= 0 (got {ts})")
 
+def hashed_prompt(obj: dict[str, Any], block_size: int, fail: Fail) -> tuple[int, ...]:
+    """``input_length`` tokens from ``hash_ids``, checked: one id per trace block."""
     n = obj["input_length"]
     if type(n) is not int:
         raise fail(f"input_length must be an int (got {type_name(n)})")
     if n < 1:
         raise fail(f"input_length must be >= 1 (got {n})")
-
-    m = obj["output_length"]
-    if type(m) is not int:
-        raise fail(f"output_length must be an int (got {type_name(m)})")
-    if not 0 <= m <= MAX_OUTPUT_LEN:
-        raise fail(f"output_length must be between 0 and {MAX_OUTPUT_LEN} (got {m})")
-
     ids = obj["hash_ids"]
     if type(ids) is not list:
         raise fail(f"hash_ids must be a list of ints (got {type_name(ids)})")
@@ -87,12 +72,26 @@ def parse_mooncake(
             f"hash_ids has {len(ids)} ids but input_length {n} needs "
             f"ceil({n}/{block_size}) = {need} (trace block size {block_size})"
         )
+    return synthesize_tokens(ids, n, block_size)
 
-    return TraceRequest(
-        index=index,
-        line=line,
-        request_id=str(line),
-        arrival_time=ts / 1000.0,
-        prompt_token_ids=synthesize_tokens(ids, n, block_size),
-        output_len=m,
-    )
+
+class MooncakeParser:
+    def __init__(self, ctx: ParseContext) -> None:
+        self.ctx = ctx
+
+    def parse(self, obj: dict[str, Any], index: int, lineno: int) -> TraceRequest:
+        def fail(msg: str) -> Exception:
+            return self.ctx.fail(lineno, msg)
+
+        require(obj, FIELDS, "Mooncake", fail)
+        ts = seconds(obj["timestamp"], "timestamp", fail, unit="milliseconds")
+        prompt = hashed_prompt(obj, self.ctx.block_size, fail)
+        m = count(obj["output_length"], "output_length", fail)
+        return TraceRequest(
+            index=index,
+            line=lineno,
+            request_id=str(lineno),
+            arrival_time=ts / 1000.0,
+            prompt_token_ids=prompt,
+            output_len=m,
+        )
