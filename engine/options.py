@@ -7,6 +7,7 @@ import argparse
 
 from engine.errors import UserError
 from engine.backends import ENGINES, MODES, BackendEntry, BuildOptions, lookup
+from engine.kvevents.options import events_out_from_args
 from engine.trace import formats as trace_formats
 from engine.trace.reader import TraceSource
 from engine.settings import (
@@ -197,7 +198,12 @@ def backend_from_args(args: argparse.Namespace, mode: str | None = None,
                    mode or getattr(args, "mode", None) or "sequential")
     serve = serve_settings_from_args(args) if entry.uses_scheduler else None
     v0 = v0_settings_from_args(args) if entry.engine == "v0" else None
-    options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False), v0)
+    trace = getattr(args, "trace", None)
+    events = events_out_from_args(args, inputs=(trace,) if isinstance(trace, str) else ())
+    if events is not None and not entry.kv_events:
+        raise UserError(f"--export-events / --serve-events: {entry.name} emits no KV events")
+    options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False), v0,
+                           events)
     if entry.precheck is not None:
         entry.precheck()
     return entry, options

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from engine.errors import UserError
+from engine.kvevents.options import add_event_arguments
 from engine.options import add_engine_arguments, unused_serve_flags
 from tui.exit_codes import EXIT_INTERRUPTED
 from tui.widgets.safe import safe_text
@@ -25,9 +26,11 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("trace", help="trace file: native JSONL or Mooncake JSONL")
     p.add_argument("--headless", action="store_true", help="replay it all and print the report")
     p.add_argument("--json", metavar="FILE", help="headless: write totals and per-request rows")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing --json / --export-events file")
     p.add_argument("--no-progress", action="store_true", help="headless: no progress bar")
     add_engine_arguments(p)
+    add_event_arguments(p)
     return p
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.errors import UserError
+from engine.kvevents.options import EventsOut
 from engine.replay.protocol import Pacing, View
 from engine.settings import EngineSettings, ServeSettings, V0Settings
 
@@ -28,6 +29,7 @@ class BuildOptions:
     serve: ServeSettings | None = None
     verbose: bool = False
     v0: V0Settings | None = None  # V0 backends: the call order and hash seed
+    events: EventsOut | None = None  # --export-events / --serve-events (V1 backends)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class BackendEntry:
     factory: Callable[[BuildOptions], Backend]  # slow: imports vLLM, builds its pool
     # Fast checks before anything slow (V0: is .venv-legacy there?); raises UserError.
     precheck: Callable[[], object] | None = None
+    kv_events: bool = True  # vLLM emits KV events (--export-events, --serve-events)
 
     @property
     def name(self) -> str:
@@ -58,13 +61,14 @@ class BackendEntry:
 def _v1_sequential(options: BuildOptions) -> Backend:
     from engine.backends.v1 import V1SequentialBackend
 
-    return V1SequentialBackend(options.settings, options.verbose)
+    return V1SequentialBackend(options.settings, options.verbose, options.events)
 
 
 def _v1_serve(options: BuildOptions) -> Backend:
     from engine.backends.v1 import V1ServeBackend
 
-    return V1ServeBackend(options.settings, options.serve or ServeSettings(), options.verbose)
+    return V1ServeBackend(options.settings, options.serve or ServeSettings(), options.verbose,
+                          options.events)
 
 
 def _v0_sequential(options: BuildOptions) -> Backend:
@@ -92,6 +96,7 @@ REGISTRY: dict[tuple[str, str], BackendEntry] = {
         "v0", "sequential", "one request at a time on vLLM 0.10.1.1's V0 block manager "
         "(a worker under .venv-legacy)",
         View.SEQUENTIAL, Pacing.PER_REQUEST, False, _v0_sequential, _v0_precheck,
+        kv_events=False,
     ),
 }
 ENGINES = tuple(dict.fromkeys(e for e, _m in REGISTRY))

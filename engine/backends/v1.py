@@ -5,18 +5,38 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from engine.backends.vllm_v1.manager import V1Manager
+from engine.backends.vllm_v1.kvstream import EventTap, ExportingReplay
+from engine.backends.vllm_v1.manager import PoolReader, V1Manager
 from engine.backends.vllm_v1.scheduler import V1Scheduler
 from engine.model import SchedulerInfo, TraceRequest
 from engine.replay.sequential import SequentialReplay
 from engine.replay.serve import ServeReplay
+from engine.kvevents.options import EventsOut
 from engine.settings import EngineSettings, ServeSettings
+
+
+def _with_events(replay, reader: PoolReader, events: EventsOut | None, version: str,
+                 settings: dict, cancel: threading.Event | None):
+    """The replay, its vLLM events also exported / published when asked (kvstream)."""
+    if events is None or not events.active:
+        return replay
+    reader.tap = EventTap()
+    return ExportingReplay(replay, reader.tap, events, version, settings, cancel)
+
+
+def _settings_meta(settings: EngineSettings, mode: str) -> dict:
+    return {"engine": "v1", "mode": mode, "block_size": settings.block_size,
+            "num_gpu_blocks": settings.num_blocks,
+            "enable_prefix_caching": settings.enable_caching,
+            "prefix_caching_hash_algo": settings.hash_algo}
 
 
 class V1SequentialBackend:
     info: SchedulerInfo | None = None
 
-    def __init__(self, settings: EngineSettings, verbose: bool = False) -> None:
+    def __init__(self, settings: EngineSettings, verbose: bool = False,
+                 events: EventsOut | None = None) -> None:
+        self.events = events
         self.manager = V1Manager(settings, verbose)
         self.settings = settings
         self.version = self.manager.version
@@ -24,12 +44,15 @@ class V1SequentialBackend:
 
     def replay(self, requests: Iterable[TraceRequest], *, detail: bool,
                cancel: threading.Event | None = None) -> SequentialReplay:
-        return SequentialReplay(self.manager, requests, detail=detail, cancel=cancel)
+        replay = SequentialReplay(self.manager, requests, detail=detail, cancel=cancel)
+        return _with_events(replay, self.manager, self.events, self.version,
+                            _settings_meta(self.settings, "sequential"), cancel)
 
 
 class V1ServeBackend:
     def __init__(self, settings: EngineSettings, serve: ServeSettings,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, events: EventsOut | None = None) -> None:
+        self.events = events
         self.scheduler = V1Scheduler(settings, serve, verbose)
         self.settings = settings
         self.version = self.scheduler.version
@@ -38,4 +61,6 @@ class V1ServeBackend:
 
     def replay(self, requests: Iterable[TraceRequest], *, detail: bool,
                cancel: threading.Event | None = None) -> ServeReplay:
-        return ServeReplay(self.scheduler, requests, detail=detail, cancel=cancel)
+        replay = ServeReplay(self.scheduler, requests, detail=detail, cancel=cancel)
+        return _with_events(replay, self.scheduler, self.events, self.version,
+                            _settings_meta(self.settings, "serve"), cancel)

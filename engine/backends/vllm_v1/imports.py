@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 TESTED_VLLM_VERSION = "0.33.0"
+INT_HASHES_ENV = "VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES"
 
 
 class _Symbols:
@@ -35,6 +36,9 @@ class _Symbols:
     BlockRemoved: Any
     AllBlocksCleared: Any
     EventPublisher: Any
+    # VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES as the user's environment had it before
+    # import_vllm pinned it (None: unset, vLLM's default); the event export honours it.
+    user_int_hashes_env: str | None = None
 
 
 V = _Symbols()
@@ -57,8 +61,11 @@ def import_vllm(verbose: bool = False) -> str:
     if not verbose:
         quiet_environment()
     # vLLM's KV events then carry the same full hash bytes as the blocks, instead of a
-    # 64-bit digest, so an event can be matched to a block.
-    os.environ.setdefault("VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES", "0")
+    # 64-bit digest, so an event can be matched to a block (records and serve mode's
+    # eviction ledger need that). The user's own setting is kept for what leaves
+    # prefix-tui (--export-events, --serve-events: engine.backends.vllm_v1.kvstream).
+    V.user_int_hashes_env = os.environ.get(INT_HASHES_ENV)
+    os.environ[INT_HASHES_ENV] = "0"
     with warnings.catch_warnings():
         if not verbose:
             warnings.simplefilter("ignore")

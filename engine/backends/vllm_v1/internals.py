@@ -139,6 +139,15 @@ class SchedInternals:
         return sched.kv_event_publisher
 
 
+class PublisherInternals:
+    """vLLM's ZmqEventPublisher: batches queued for its sending thread (its shutdown()
+    waits only one second for them)."""
+
+    @staticmethod
+    def queued(publisher: Any) -> int:
+        return publisher._event_queue.qsize()
+
+
 MANAGER_METHODS = (
     "get_computed_blocks", "allocate_slots", "free", "record_prefix_cache_stats",
     "make_prefix_cache_stats", "get_block_ids", "take_events", "new_step_starts",

@@ -14,6 +14,7 @@ from engine.backends.vllm_v1 import events
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
 from engine.backends.vllm_v1.internals import PoolInternals, SlotReader, check_manager, ensure
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
+from engine.backends.vllm_v1.kvstream import EventTap
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.model import KVEvent, Slot
@@ -38,6 +39,7 @@ class PoolReader:
 
     manager: Any
     null_block_id: int
+    tap: EventTap | None = None  # vLLM's raw events, also kept for an event export
 
     def _attach(self, manager: Any) -> None:
         self.manager = manager
@@ -152,11 +154,17 @@ class V1Manager(PoolReader):
     def free(self, request: Any) -> None:
         self.manager.free(request)
 
+    def _drain(self) -> list:
+        raw = self.manager.take_events()
+        if self.tap is not None:
+            self.tap.events.extend(raw)  # --export-events / --serve-events (kvstream)
+        return raw
+
     def take_removed_count(self) -> int:
-        return events.count_removed(self.manager.take_events())
+        return events.count_removed(self._drain())
 
     def take_events(self) -> tuple[KVEvent, ...]:
-        return events.convert(self.manager.take_events())
+        return events.convert(self._drain())
 
     # -- the request's state --------------------------------------------------------------
     @staticmethod

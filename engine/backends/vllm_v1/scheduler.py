@@ -296,6 +296,8 @@ class V1Scheduler(PoolReader):
         raw = list(self._collector.events)
         self._collector.events.clear()
         raw.extend(self.manager.take_events() or ())
+        if self.tap is not None:
+            self.tap.events.extend(raw)  # --export-events / --serve-events (kvstream)
         return raw
 
     def take_removed_count(self) -> int:
