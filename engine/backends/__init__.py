@@ -44,6 +44,12 @@ class BackendEntry:
     # Fast checks before anything slow (V0: is .venv-legacy there?); raises UserError.
     precheck: Callable[[], object] | None = None
     kv_events: bool = True  # vLLM emits KV events (--export-events, --serve-events)
+    null_block: bool = True  # vLLM V1 keeps block 0 as its null block; V0 has none
+
+    @property
+    def null_block_id(self) -> int | None:
+        """The pool's null block as the UI draws it (V1's is block 0), None on V0."""
+        return 0 if self.null_block else None
 
     @property
     def name(self) -> str:
@@ -97,6 +103,7 @@ REGISTRY: dict[tuple[str, str], BackendEntry] = {
         "(a worker under .venv-legacy)",
         View.SEQUENTIAL, Pacing.PER_REQUEST, False, _v0_sequential, _v0_precheck,
         kv_events=False,
+        null_block=False,
     ),
 }
 ENGINES = tuple(dict.fromkeys(e for e, _m in REGISTRY))

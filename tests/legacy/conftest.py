@@ -13,6 +13,7 @@ import pytest
 
 from engine.backends.vllm_v0.client import (
     LEGACY_VENV,
+    PYTHON_ENV,
     V0SequentialBackend,
     close_idle_workers,
     legacy_python,
@@ -41,7 +42,8 @@ def v0_backend_factory():
     try:
         legacy_python()
     except UserError as err:
-        pytest.fail(f"make test-legacy needs {LEGACY_VENV}: {err}")
+        pytest.fail(f"make test-legacy needs {LEGACY_VENV}: {err} (from another work tree: "
+                    f"{PYTHON_ENV}=/path/to/.venv-legacy/bin/python)")
     made: dict = {}
 
     def make(settings: EngineSettings, v0: V0Settings = V0Settings()) -> V0SequentialBackend:

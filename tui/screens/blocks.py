@@ -72,6 +72,7 @@ class BlockSelection:
         report = scan_block(
             self.history.records, upto, block_id, slot, self.settings.block_size,
             decode=decode, cancelled=lambda: worker.is_cancelled, request_of=self.holder_request(),
+            null_block_id=self.entry.null_block_id,
         )
         if not report.cancelled:
             self.post_message(BlockReport(report))

@@ -135,6 +135,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
         self.asked_step: int | None = None  # the number typed for ``target`` (g), if any
         self.shown_step = -1  # the step the panes show; -1 until then and while a redraw is due
         self.selected_block: int | None = None
+        self._error_block_selected = False  # V0's failing block, selected once at its step
         self.playing = False
         self.series: list[float] = []  # the sparkline's value of every recorded step
         self.breakdowns = metrics.BreakdownSeries()  # hits per tenant/adapter/type per step
@@ -227,12 +228,13 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
                                       scheduler=self.starting_scheduler(), id="header")
         self.request_panel = RequestPanel(s.block_size, id="request")
         table, middle = self.compose_table(), self.compose_middle()
-        self.pool_map = PoolMap(s.num_blocks, held_glyphs=self.SHOW_HELD, id="pool")
+        self.pool_map = PoolMap(s.num_blocks, self.entry.null_block_id,
+                                held_glyphs=self.SHOW_HELD, id="pool")
         self.tabs = Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in self.PANES), id="side-tabs")
         self.totals = TotalsPanel(self.TOTALS_ROWS, self.SPARK_LABEL, id="totals", classes="pane -active")
         self.inspector = BlockInspector(self.INSPECTOR_HINT, self.INSPECTOR_STATE_LABEL,
                                         id="inspector", classes="pane")
-        self.free_queue = FreeQueuePanel(id="freeq", classes="pane")
+        self.free_queue = FreeQueuePanel(self.entry.null_block_id, id="freeq", classes="pane")
         self.events_panel = EventsPanel(id="events", classes="pane")
         self.panes = (self.totals, middle, self.inspector, self.free_queue, self.events_panel)
         yield self.header
@@ -423,7 +425,14 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
         self.header.update_state(step=i + 1)
         self._last_show = time.monotonic()
         self._furthest = max(self._furthest, i)
-        if self.selected_block is not None:
+        v0_block = rec.v0.error_block if rec.error is not None and rec.v0 is not None else None
+        if v0_block is not None and not self._error_block_selected:
+            # V0 names the block it was evicting when it raised: select it once, so the
+            # block inspector shows it and the hash V0 handed back (the pool is the one
+            # before this step: a failed step records no change).
+            self._error_block_selected = True
+            self.action_select_block(v0_block)
+        elif self.selected_block is not None:
             self._inspect(self.selected_block)
         if self.playing and rec.error is not None:
             self._set_playing(False)  # stop on an error: it is shown at its step

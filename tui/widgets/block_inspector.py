@@ -19,8 +19,8 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.model import BlockState, SeqView, Slot, StepRecord, slot_status
-from engine.replay.common import synth_output_tokens
+from engine.model import BlockState, EvictorEntry, SeqView, Slot, StepRecord, slot_status
+from engine.replay.common import FREE_HEAD_LEN, synth_output_tokens
 from engine.model import TraceRequest
 from tui.widgets import palette
 from tui.widgets.safe import safe_text
@@ -46,10 +46,18 @@ class BlockReport:
     cached: tuple[int, ...] = ()  # steps at which it got a hash (vLLM cached it)
     reused: tuple[int, ...] = ()  # steps at which it was a prefix-cache hit
     evicted: tuple[int, ...] = ()  # steps at which it lost its hash to an eviction
+    queue_rank: int | None = None  # 1-based: handed out n-th from the free queue's head
+    # vLLM V0 records: its entry in V0's LRU evictor (last access, hashed tokens), its
+    # place in the evictor's order and the evictor's size; the hash V0 was evicting from
+    # this block when it raised at this step.
+    evictor: EvictorEntry | None = None
+    evictor_rank: int | None = None
+    evictor_size: int = 0
+    error_hash: bytes | None = None
     cancelled: bool = field(default=False)
 
 
-def status_text(block_id: int, slot: Slot, null_block_id: int = 0) -> str:
+def status_text(block_id: int, slot: Slot, null_block_id: int | None = 0) -> str:
     status = slot_status(block_id, slot, null_block_id)
     cls = palette.pool_class(status, slot[0])
     if cls in (palette.POOL_USED, palette.POOL_USED_MANY):
@@ -66,7 +74,7 @@ def scan_block(
     *,
     decode: Callable[[Sequence[int]], str] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
-    null_block_id: int = 0,
+    null_block_id: int | None = 0,
     request_of: Callable[[SeqView], TraceRequest | None] | None = None,
 ) -> BlockReport:
     """Everything the records say about ``block_id`` in steps [0, upto]. ``request_of``:
@@ -83,7 +91,8 @@ def scan_block(
     holders: set[str] = set()  # serve: sequences holding it at the step before
     for i in range(min(upto, len(records) - 1) + 1):
         if i % 2048 == 0 and cancelled():
-            return BlockReport(block_id, upto, slot, status_text(block_id, slot), None, cancelled=True)
+            return BlockReport(block_id, upto, slot, status_text(block_id, slot, null_block_id),
+                               None, cancelled=True)
         rec = records[i]
         for bid, before, after in rec.pool_delta:
             if bid == block_id and after[1] is not None and after[1] != before[1]:
@@ -113,7 +122,7 @@ def scan_block(
     report = BlockReport(
         block_id, upto, slot, status_text(block_id, slot, null_block_id), current_state,
         uses=tuple(uses), num_uses=num_uses, cached=tuple(cached), reused=tuple(reused),
-        evicted=tuple(evicted),
+        evicted=tuple(evicted), **_queue_place(records, upto, block_id),
     )
     if last is None:
         return report
@@ -136,6 +145,28 @@ def scan_block(
         report, holder=req.request_id, holder_step=rec.index, position=pos, token_ids=ids,
         first_token=pos * block_size, text=text,
     )
+
+
+def _queue_place(records: Sequence[StepRecord], upto: int, block_id: int) -> dict:
+    """Where the block stands in the free queue at step ``upto`` (the records keep its
+    head), and on V0 in the evictor and in the error V0 raised there."""
+    if not records:
+        return {}
+    rec = records[min(upto, len(records) - 1)]
+    out: dict = {}
+    if block_id in rec.free_head:
+        out["queue_rank"] = rec.free_head.index(block_id) + 1
+    v0 = rec.v0
+    if v0 is None:
+        return out
+    out["evictor_size"] = v0.num_evictor
+    for rank, entry in enumerate(v0.evictor, 1):
+        if entry.block_id == block_id:
+            out["evictor"], out["evictor_rank"] = entry, rank
+            break
+    if rec.error is not None and v0.error_block == block_id:
+        out["error_hash"] = v0.error_hash
+    return out
 
 
 def _steps(verb: str, steps: tuple[int, ...], limit: int = 10) -> str:
@@ -209,6 +240,7 @@ class BlockInspector(VerticalScroll):
             if r.text is not None:
                 out.append("text ", dim)
                 out.append(repr_text(r.text) + "\n")
+        self._render_queue(out, r, dim)
         out.append(f"up to step {r.step + 1}: ", dim)
         out.append(" · ".join((_steps("cached", r.cached), _steps("reused", r.reused),
                                _steps("evicted", r.evicted))) + "\n")
@@ -221,6 +253,35 @@ class BlockInspector(VerticalScroll):
             if r.num_uses > 20:
                 out.append(f"  … {r.num_uses - 20} earlier\n", dim)
         return out
+
+
+    def _render_queue(self, out: Text, r: BlockReport, dim) -> None:  # noqa: ANN001 - a Style
+        """Its place in the free queue; on V0 its evictor entry and the error there."""
+        if r.error_hash is not None:
+            out.append("V0 raised evicting this block: ", self._palette[palette.POOL_EVICTED])
+            out.append(f"its evictor handed back hash {r.error_hash.hex()}")
+            own = r.slot[1]
+            if own is not None and own != r.error_hash:
+                out.append(" — not the hash this block holds (a stale evictor entry)")
+            out.append(" (press e for the traceback)\n", dim)
+        if r.queue_rank is not None:
+            out.append("free queue ", dim)
+            out.append(f"handed out {_nth(r.queue_rank)} from the head\n")
+        e = r.evictor
+        if e is not None:
+            out.append("V0 evictor ", dim)
+            seen = "never given (-1)" if e.last_accessed < 0 else f"{e.last_accessed:g}"
+            out.append(f"evicted {_nth(r.evictor_rank or 0)} of {r.evictor_size:,} · last "
+                       f"access {seen} · {e.num_hashed_tokens:,} hashed tokens")
+            out.append(" · stale entry: evicting it raises\n" if e.stale else "\n")
+        elif r.evictor_size and r.slot[0] == 0 and r.slot[1] is not None:
+            out.append("V0 evictor ", dim)
+            out.append(f"in the evictor, past the first {FREE_HEAD_LEN} entries a step records\n")
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n:,}{suffix}"
 
 
 def repr_text(s: str) -> str:

@@ -1,5 +1,8 @@
 """vLLM's free queue at the cursor: the blocks it will hand out next, in order.
 
+On vLLM V0 the "queue" is its hashless free list followed by its LRU evictor in the
+order LRUEvictor.evict() would take it (the V0 records keep that order).
+
 vLLM V1 allocates from the head of its free queue. A cached-free block there still holds
 a prefix's KV and its hash; handing it out is what evicts it. So this list is the
 eviction order, and the "c" chips are the cached prefixes about to be lost.
@@ -27,8 +30,9 @@ from tui.widgets import palette
 class FreeQueuePanel(Widget):
     COMPONENT_CLASSES = palette.COMPONENT_CLASSES
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, null_block_id: int | None = 0, **kw) -> None:
         super().__init__(**kw)
+        self.null_block_id = null_block_id  # None: vLLM V0, which has no null block
         self.record: StepRecord | None = None
         self._pool: Sequence[Slot] = ()
         self._palette = palette.Palette(self)
@@ -55,7 +59,7 @@ class FreeQueuePanel(Widget):
         out = []
         for bid in self.record.free_head:
             slot = self._pool[bid] if bid < len(self._pool) else (0, None)
-            cls = palette.pool_class(slot_status(bid, slot), slot[0])
+            cls = palette.pool_class(slot_status(bid, slot, self.null_block_id), slot[0])
             out.append((bid, palette.pool_glyph(cls, slot[0])))
         return out
 
@@ -76,6 +80,14 @@ class FreeQueuePanel(Widget):
         rec = self.record
         if rec is None:
             return Text("no step yet", style=self._palette[palette.LABEL])
+        if rec.v0 is not None:
+            # V0 hands out its hashless free list first, then evicts in its LRU order.
+            return Text.assemble(
+                (f"{rec.num_free:,} free", "bold"),
+                (f" ({rec.v0.num_evictor:,} in V0's evictor)", ""),
+                (" · free list, then the evictor: oldest access first, deepest at equal "
+                 "times; a c handed out is evicted", self._palette[palette.LABEL]),
+            )
         return Text.assemble(
             (f"{rec.num_free:,} free", "bold"),
             (f" ({rec.num_cached_free:,} cached-free)" if rec.num_cached_free >= 0 else "", ""),

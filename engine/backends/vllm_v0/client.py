@@ -29,14 +29,28 @@ ROOT = Path(__file__).resolve().parents[3]
 LEGACY_VENV = ROOT / ".venv-legacy"
 PYTHON_ENV = "PREFIX_TUI_LEGACY_PYTHON"  # another interpreter with vLLM 0.10.1.1
 TESTED_VLLM_VERSION = "0.10.1.1"
-BUILD_HINT = ("build it with `make legacy` (about 7 minutes, 2.4 GB: vLLM 0.10.1.1 on a CPU "
+BUILD_HINT = ("build it with `make legacy` (1 to 7 minutes, 2.4 GB: vLLM 0.10.1.1 on a CPU "
               "torch)")
 V0_HASH_ALGO = "python_hash"  # what V0 hashes blocks with (Python's hash(), seeded)
 
 # Imports the worker without engine/backends/__init__.py (the registry and the replay
 # protocol): the worker's process loads only engine.model/settings/errors of the project.
+# First, it re-executes itself once with address-space randomization off (Linux
+# personality ADDR_NO_RANDOMIZE, what `setarch -R` does): V0 hashes a block as
+# hash((first, prev, *tokens, extra_hash)) and extra_hash is None without LoRA; on Python
+# 3.11 hash(None) is None's address, which ASLR moves on every start, so with it on the
+# same replay gives other hashes in every process. Where the kernel refuses (a seccomp
+# profile), the worker runs on and reports it (Ready.stable_hashes).
 BOOT = """\
-import sys, types
+import ctypes, os, sys, types
+NO_ASLR = 0x0040000
+if os.environ.get("PREFIX_TUI_V0_ASLR") is None and sys.platform == "linux":
+    os.environ["PREFIX_TUI_V0_ASLR"] = "off"
+    libc = ctypes.CDLL(None, use_errno=True)
+    now = libc.personality(0xFFFFFFFF)
+    if now != -1 and not now & NO_ASLR and libc.personality(now | NO_ASLR) != -1:
+        os.execv(sys.executable, sys.orig_argv)
+    os.environ["PREFIX_TUI_V0_ASLR"] = "off" if now != -1 and now & NO_ASLR else "on"
 root = sys.argv[1]
 sys.path.insert(0, root)
 import engine
@@ -88,6 +102,7 @@ class V0Worker:
             self.close()
             raise V0WorkerError(f"the V0 worker said {type(ready).__name__} before Ready")
         self.version = ready.vllm_version
+        self.stable_hashes = ready.stable_hashes
         if ready.problems:
             self.close()
             raise UserError(
@@ -166,6 +181,9 @@ class V0SequentialBackend:
         # A worker now: vLLM's import (seconds) is the slow part of building a backend.
         worker = take_worker(v0, verbose)
         self.version = worker.version
+        # False where the kernel kept ASLR on: V0's hashes then differ from run to run
+        # (every figure stays the same; README "Deterministic").
+        self.stable_hashes = worker.stable_hashes
         give_back(worker)
 
     def replay(self, requests: Iterable[TraceRequest], *, detail: bool,

@@ -26,6 +26,7 @@ END = None  # after the last request
 class Ready:
     vllm_version: str
     problems: tuple[str, ...] = ()  # what check_block_manager found; empty: all present
+    stable_hashes: bool = True  # hash(None) is the same in every worker (ASLR is off)
 
 
 @dataclass(frozen=True)

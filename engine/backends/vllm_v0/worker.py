@@ -54,7 +54,8 @@ def serve(inp, out) -> int:
     from engine.backends.vllm_v0.sequential import V0Sequential
 
     V = import_vllm()
-    wire.send(out, wire.Ready(V.version, tuple(_probe(V))))
+    stable = os.environ.get("PREFIX_TUI_V0_ASLR") == "off"  # set by the client's boot
+    wire.send(out, wire.Ready(V.version, tuple(_probe(V)), stable))
     while True:
         try:
             start = wire.receive(inp)
