@@ -20,6 +20,8 @@ from tui.widgets.pool_map import PoolMap
 TRACE = ROOT / "traces" / "v0_eviction_assert.jsonl"
 FAILING = 16  # the step (0-based) where the experiment's order raises (test_v0_assert.py)
 LATE = 15  # in the scheduler's order, eviction has begun by this step
+# A new worker imports torch and vLLM 0.10.1.1: over a minute on a busy 2-core machine.
+STARTUP_S = 600
 
 
 def v0_app(call_order: str) -> InspectorApp:
@@ -33,7 +35,7 @@ async def test_playing_stops_at_v0s_error_with_the_block_it_was_evicting(v0_back
     app = v0_app("experiment")
     async with app.run_test(size=(160, 50)) as pilot:
         main = app.main
-        await wait_until(pilot, lambda: main.shown_step == 0)
+        await wait_until(pilot, lambda: main.shown_step == 0, timeout=STARTUP_S)
         await pilot.press("space")  # play: it stops by itself at the failing step
         await wait_until(pilot, lambda: main.shown_step == FAILING and not main.playing)
         rec = main.history.current
@@ -69,7 +71,7 @@ async def test_v0_pool_has_no_null_block_and_the_queue_is_the_evictor(v0_backend
     app = v0_app("scheduler")
     async with app.run_test(size=(160, 50)) as pilot:
         main = app.main
-        await wait_until(pilot, lambda: main.shown_step == 0)
+        await wait_until(pilot, lambda: main.shown_step == 0, timeout=STARTUP_S)
         main.goto(LATE)
         await wait_until(pilot, lambda: main.shown_step == LATE and main.feed.replay_done)
         rec = main.history.current
