@@ -43,6 +43,8 @@ def request_row(r: RequestResult) -> dict:
         "preemptions": r.preemptions,
         "finish_iteration": r.finish_iteration,
         "finish_time_s": r.finish_time_s,
+        # several KV cache groups (--hf-config): per group, in settings.kv_cache_groups' order
+        **({"groups": [g._asdict() for g in r.groups]} if r.groups else {}),
     }
 
 

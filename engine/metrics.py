@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from engine.layout_metrics import by_group_list, group_sums
 from engine.model import Outcome, RequestResult, ServeSummary, Totals
 
 
@@ -95,8 +96,10 @@ def add_request(t: Totals, r: RequestResult, **vllm_counts) -> Totals:
         too_long=t.too_long + (r.outcome is Outcome.TOO_LONG),
         truncated=t.truncated + (r.outcome is Outcome.TRUNCATED),
         preemptions=t.preemptions,
+        **group_sums(t, r, fitted),
         **vllm_counts,
     )
+
 
 
 # -- figures, for every view --------------------------------------------------------------------
@@ -212,6 +215,7 @@ def totals_dict(t: Totals) -> dict:
         "preempted_hit_tokens": t.preempted_hits,
         "preempted_query_tokens": t.preempted_queries,
         **({"v0_hit_rate": t.v0_hit_rate} if t.v0_hit_rate is not None else {}),
+        **({"by_group": by_group_list(t)} if t.group_hit_blocks else {}),
     }
 
 

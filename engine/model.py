@@ -90,6 +90,9 @@ class BlockState(str, Enum):
     PARTIAL = "partial"  # the tail block, not full, so never cached
     RECOMPUTED = "recomputed"  # cached, but vLLM recomputes the last prompt token's block
     HELD = "held"  # serve mode: allocated at an earlier step, still held
+    # Sliding window / chunked local attention: vLLM put its null block here (the tokens
+    # are outside the window: never looked up, or freed by remove_skipped_blocks).
+    SKIPPED = "skipped"
 
     @property
     def letter(self) -> str:
@@ -108,6 +111,7 @@ _LETTERS = {
     BlockState.PARTIAL: "P",
     BlockState.RECOMPUTED: "R",
     BlockState.HELD: "=",
+    BlockState.SKIPPED: "-",
 }
 
 
@@ -139,6 +143,33 @@ class Outcome(str, Enum):
     def served(self) -> bool:
         """The request got blocks (its tokens count in the totals)."""
         return self in (Outcome.OK, Outcome.TRUNCATED)
+
+
+class KVGroupInfo(NamedTuple):
+    """One KV cache group as vLLM built it (its KVCacheGroupSpec), for display and JSON."""
+
+    index: int
+    kind: str  # engine.settings.AttentionKind's value: full, sliding_window, chunked_local
+    window: int | None  # tokens: sliding window or attention chunk (None: full)
+    block_size: int
+    num_layers: int
+    first_layer: str = ""  # the first of its layer names, e.g. model.layers.0.self_attn.attn
+
+    @property
+    def label(self) -> str:
+        if self.kind == "sliding_window":
+            return f"sliding {self.window}"
+        if self.kind == "chunked_local":
+            return f"chunked {self.window}"
+        return "full"
+
+
+class GroupHit(NamedTuple):
+    """One request's lookup and allocation in one KV cache group."""
+
+    hit_blocks: int  # cached blocks vLLM's lookup handed back in this group (real blocks)
+    skipped_blocks: int  # places the lookup filled with vLLM's null block (outside window)
+    new_blocks: int  # blocks allocate_slots handed out for the prompt in this group
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +229,8 @@ class RequestResult:
     preemptions: int | None = None
     finish_iteration: int | None = None
     finish_time_s: float | None = None
+    # Per KV cache group (sequential mode with several groups; empty otherwise).
+    groups: tuple[GroupHit, ...] = ()
 
     @property
     def request_id(self) -> str:
@@ -259,6 +292,11 @@ class Totals:
     # vLLM V0's own get_prefix_cache_hit_rate() (full blocks queried by the allocator), as
     # V0 returns it; None on V1, which has no such figure.
     v0_hit_rate: float | None = None
+    # Per KV cache group, summed over served requests (several groups only): GroupHit's
+    # hit_blocks, skipped_blocks and new_blocks.
+    group_hit_blocks: tuple[int, ...] = ()
+    group_skipped_blocks: tuple[int, ...] = ()
+    group_new_blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

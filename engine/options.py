@@ -17,8 +17,11 @@ from engine.settings import (
     V0_CALL_ORDERS,
     EngineSettings,
     ServeSettings,
+    KVLayout,
     V0Settings,
 )
+from engine.hf_config import describe_layers, read_hf_config
+from engine.model import KVGroupInfo
 
 
 SERVE_FLAGS = {  # serve-only flags: dest -> the flag as typed (warned about elsewhere)
@@ -47,6 +50,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
     g.add_argument(
         "--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
         help="vLLM's automatic prefix caching (default on)",
+    )
+    g.add_argument(
+        "--hf-config", default=None, metavar="PATH",
+        help="a model's local HF config.json (or its folder): its KV cache groups as vLLM "
+             "builds them (full, sliding window, chunked local); default one full-attention "
+             "group",
     )
     g.add_argument(
         "--prefix-caching-hash-algo", choices=HASH_ALGOS, default=DEFAULT_HASH_ALGO,
@@ -143,12 +152,15 @@ def unused_serve_flags(args: argparse.Namespace, modes: list[str]) -> list[str]:
 
 
 def settings_from_args(args: argparse.Namespace) -> EngineSettings:
+    hf_config = getattr(args, "hf_config", None)
+    layout = KVLayout(model=read_hf_config(hf_config)) if hf_config else KVLayout()
     settings = EngineSettings(
         block_size=args.block_size,
         num_blocks=args.num_gpu_blocks_override,
         max_model_len=args.max_model_len,
         enable_caching=args.enable_prefix_caching,
         hash_algo=args.prefix_caching_hash_algo,
+        layout=layout,
     )
     settings.validate()
     return settings
@@ -219,7 +231,21 @@ def trace_source_from_args(args: argparse.Namespace, path: str | None = None) ->
                        lora_names=lora)
 
 
-def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:
+def layout_dict(settings: EngineSettings, groups: tuple[KVGroupInfo, ...]) -> dict:
+    """The --json settings' KV layout: the config it came from and vLLM's groups."""
+    model = settings.layout.model
+    out: dict = {"kv_cache_groups": [g._asdict() for g in groups]}
+    if model is not None:
+        out["hf_config"] = {
+            "path": model.source, "model_type": model.model_type,
+            "layers": describe_layers(model), "fields_used": list(model.fields_used),
+            "notes": list(model.notes),
+        }
+    return out
+
+
+def settings_dict(settings: EngineSettings, vllm_version: str,
+                  groups: tuple[KVGroupInfo, ...] = (), **extra) -> dict:
     return {
         "vllm_version": vllm_version,
         "block_size": settings.block_size,
@@ -227,5 +253,6 @@ def settings_dict(settings: EngineSettings, vllm_version: str, **extra) -> dict:
         "max_model_len": settings.effective_max_model_len,
         "enable_prefix_caching": settings.enable_caching,
         "prefix_caching_hash_algo": settings.hash_algo,
+        **(layout_dict(settings, groups) if groups else {}),
         **extra,
     }

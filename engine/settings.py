@@ -27,6 +27,36 @@ class AttentionKind(str, Enum):
 
     FULL = "full"
     SLIDING_WINDOW = "sliding_window"
+    CHUNKED_LOCAL = "chunked_local"  # vLLM's ChunkedLocalAttentionSpec (Llama 4)
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """One attention layer as vLLM's model code builds it from a HF config (the kind and
+    window its Attention layer gets); engine.hf_config reads these from config.json."""
+
+    kind: AttentionKind = AttentionKind.FULL
+    window: int | None = None  # tokens: the sliding window, or the attention chunk size
+
+
+@dataclass(frozen=True)
+class ModelLayers:
+    """A model's attention layers, read from a local HF config.json (``--hf-config``).
+    vLLM's own grouping functions turn these into KV cache groups (the adapter)."""
+
+    source: str  # the config file, for messages and the report
+    model_type: str
+    layers: tuple[LayerAttention, ...]
+    num_kv_heads: int
+    head_size: int
+    max_position_embeddings: int | None = None
+    # The config fields the layer kinds were read from, named in the report.
+    fields_used: tuple[str, ...] = ()
+    # What vLLM decides from the config beyond the layers (one line each, shown as is).
+    notes: tuple[str, ...] = ()
+    # vLLM turns its hybrid KV cache manager off for chunked local attention unless
+    # VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1 (VllmConfig.__post_init__).
+    hybrid_manager: bool = True
 
 
 @dataclass(frozen=True)
@@ -40,10 +70,16 @@ class KVGroup:
 
 @dataclass(frozen=True)
 class KVLayout:
-    """The model's KV cache groups. Today every backend builds one full-attention group;
-    records index block tables by group so a hybrid layout needs no new schema."""
+    """The model's KV cache groups. Without ``model`` one full-attention group built by
+    hand (the default, and V0's only layout); with ``model`` (``--hf-config``) vLLM's own
+    grouping functions build the groups from the model's layers."""
 
     groups: tuple[KVGroup, ...] = (KVGroup(),)
+    model: ModelLayers | None = None
+
+    @property
+    def from_model(self) -> bool:
+        return self.model is not None
 
     def validate(self) -> None:
         if not self.groups:

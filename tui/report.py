@@ -26,7 +26,8 @@ from engine.backends import BackendEntry, BuildOptions
 from engine.errors import TraceError
 from engine.export import check_writable, export_document, request_row, write_json_atomic
 from engine.metrics import Figure, Unit
-from engine.model import ServeSummary, StepRecord, Totals
+from engine.layout_metrics import SEC_GROUPS, group_rows
+from engine.model import KVGroupInfo, ServeSummary, StepRecord, Totals
 from engine.options import backend_from_args, settings_dict, trace_source_from_args
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.widgets.safe import safe_text
@@ -80,7 +81,7 @@ def replay_trace(
     v0 = {"v0": dataclasses.asdict(options.v0)} if options.v0 is not None else {}
     # The backend's settings: a V0 backend has no null block and hashes with hash().
     run = RunResult(label=path, settings=settings_dict(
-        backend.settings, backend.version, engine=entry.engine, mode=entry.mode,
+        backend.settings, backend.version, backend.groups, engine=entry.engine, mode=entry.mode,
         trace=source.path, tokenizer=source.tokenizer_name,
         trace_format=reader.format, trace_block_size=reader.trace_block_size,
         max_requests=source.max_requests, lora_names=list(source.lora_names),
@@ -189,6 +190,7 @@ UNDEFINED_WITHOUT_CACHING = {"hit_rate", "recent_hit_rate", "hit_tokens"}
 
 def report_figures(run: RunResult) -> list[Figure]:
     figures = metrics.figures(run.totals, run.summary) + metrics.breakdown_figures(run.breakdown)
+    figures += kv_group_figures(run.totals, run.settings.get("kv_cache_groups") or [])
     if run.settings.get("enable_prefix_caching", True):
         return figures
     # With caching off vLLM makes no lookups: a hit rate is undefined, not 0 %.
@@ -197,6 +199,33 @@ def report_figures(run: RunResult) -> list[Figure]:
         if f.key in UNDEFINED_WITHOUT_CACHING or metrics.is_group_key(f.key) else f
         for f in figures
     ]
+
+
+def kv_group_figures(t: Totals, groups: list[dict]) -> list[Figure]:
+    """Per KV cache group (several groups): the cached blocks vLLM's lookups handed back,
+    and the places a sliding window left to its null block."""
+    infos = tuple(KVGroupInfo(**g) for g in groups)
+    out: list[Figure] = []
+    for key, label, hit, skipped, _new in group_rows(t, infos):
+        out.append(Figure(SEC_GROUPS, key, f"{label}: cached blocks reused", hit, Unit.COUNT))
+        if skipped:
+            out.append(Figure(SEC_GROUPS, f"{key}:null", f"{label}: null blocks (outside "
+                              "the window)", skipped, Unit.COUNT))
+    return out
+
+
+def layout_line(s: dict) -> Text | None:
+    """The KV cache groups vLLM built from --hf-config, under the report."""
+    cfg = s.get("hf_config")
+    if not cfg:
+        return None
+    counts: dict[str, int] = {}
+    for g in s.get("kv_cache_groups") or []:
+        label = KVGroupInfo(**g).label
+        counts[label] = counts.get(label, 0) + 1
+    groups = ", ".join(f"{n}× {label}" for label, n in counts.items())
+    return Text(f"model {cfg['model_type']} ({cfg['layers']}) from {cfg['path']}: "
+                f"vLLM's KV cache groups {groups}")
 
 
 def settings_line(s: dict) -> Text:
@@ -237,6 +266,9 @@ def print_report(console: Console, run: RunResult) -> None:
         table.add_row(Text("  " + safe_text(f.label)), Text(format_figure(f)))
     console.print(Text("trace: ") + Text(safe_text(run.label)))
     print_table(console, table)
+    layout = layout_line(run.settings)
+    if layout is not None:
+        console.print(Text(safe_text(layout.plain)), style="dim")
     if run.status != "complete":
         console.print(Text(f"stopped early ({run.status}): {safe_text(run.message)}",
                            style="bold yellow"))

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from engine.backends.vllm_v1.kvstream import EventTap, ExportingReplay
 from engine.backends.vllm_v1.manager import PoolReader, V1Manager
 from engine.backends.vllm_v1.scheduler import V1Scheduler
-from engine.model import SchedulerInfo, TraceRequest
+from engine.model import KVGroupInfo, SchedulerInfo, TraceRequest
 from engine.replay.sequential import SequentialReplay
 from engine.replay.serve import ServeReplay
 from engine.kvevents.options import EventsOut
@@ -38,7 +38,8 @@ class V1SequentialBackend:
                  events: EventsOut | None = None) -> None:
         self.events = events
         self.manager = V1Manager(settings, verbose)
-        self.settings = settings
+        self.settings = self.manager.settings  # max_model_len as vLLM resolved it
+        self.groups: tuple[KVGroupInfo, ...] = self.manager.groups
         self.version = self.manager.version
         self.null_block_id: int | None = self.manager.null_block_id
 
@@ -54,7 +55,8 @@ class V1ServeBackend:
                  verbose: bool = False, events: EventsOut | None = None) -> None:
         self.events = events
         self.scheduler = V1Scheduler(settings, serve, verbose)
-        self.settings = settings
+        self.settings = self.scheduler.settings
+        self.groups: tuple[KVGroupInfo, ...] = self.scheduler.groups
         self.version = self.scheduler.version
         self.null_block_id: int | None = self.scheduler.null_block_id
         self.info: SchedulerInfo | None = self.scheduler.info()

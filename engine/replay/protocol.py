@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Protocol
 
-from engine.model import SchedulerInfo, ServeSummary, StepRecord, TraceRequest
+from engine.model import KVGroupInfo, SchedulerInfo, ServeSummary, StepRecord, TraceRequest
 from engine.settings import EngineSettings
 
 
@@ -45,6 +45,7 @@ class Backend(Protocol):
     settings: EngineSettings
     null_block_id: int | None  # vLLM V1's block 0; None where the manager has none
     info: SchedulerInfo | None  # the scheduler vLLM built (scheduler backends)
+    groups: tuple[KVGroupInfo, ...]  # the KV cache groups vLLM built, in its order
 
     def replay(
         self,

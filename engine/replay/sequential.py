@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engine import metrics
 from engine.model import (
     BlockState,
+    GroupHit,
     GroupTable,
     KVEvent,
     removed_count,
@@ -171,12 +172,12 @@ class SequentialReplay:
         # vLLM counts the hit at admission, as its scheduler does.
         b.record_stats(vreq, lookup.num_hit_tokens)
         b.set_num_computed_tokens(vreq, prompt_len)
-        outcome, message, decoded = Outcome.OK, "", 0
+        outcome, message, decoded, output_blocks = Outcome.OK, "", 0, 0
         # vLLM stops a request once it reaches max_model_len tokens (check_stop).
         limit = self.settings.effective_max_model_len
         wanted = out_tokens[: limit - prompt_len]
         if wanted:
-            decoded = self._decode(vreq, wanted)
+            decoded, output_blocks = self._decode(vreq, wanted)
         if decoded < len(wanted):
             outcome = Outcome.TRUNCATED
             message = (f"decode stopped after {decoded} of {len(out_tokens)} output tokens: "
@@ -186,23 +187,26 @@ class SequentialReplay:
             message = (f"output capped at {len(wanted)} of {len(out_tokens)} tokens by "
                        f"max_model_len {limit}")
         computed = b.num_computed_tokens(vreq)
-        # Blocks held now: hits + prompt blocks + output blocks (the tokens vLLM computed).
-        num_held = cdiv(computed, bs)
-        new_prompt = len(new_ids[0]) if new_ids else 0
+        # Physical blocks allocate_slots handed out, over every KV cache group.
+        new_prompt = sum(len(g) for g in new_ids)
         tables = b.block_tables(seq_id) if self.detail else ()
         flat = [i for t in tables for i in t]
         self._prev = (vreq, seq_id, flat)
         result = RequestResult(
             request=req, seq_id=seq_id, outcome=outcome, prompt_tokens=prompt_len,
             hit_tokens=lookup.num_hit_tokens, hit_blocks=hit_blocks, new_blocks=new_prompt,
-            output_blocks=num_held - hit_blocks - new_prompt, evicted_blocks=0,
+            output_blocks=output_blocks, evicted_blocks=0,
             prompt_blocks=prompt_blocks, recomputed_last_block=recomputed,
             output_tokens=decoded, message=message,
+            groups=tuple(GroupHit(real, null, len(new_ids[g]))
+                         for g, (real, null) in enumerate(lookup.group_counts)),
         )
         if not self.detail:
             return result, None, [], []
         view = self._seq_view(req, seq_id, lookup, tables, recomputed, computed)
-        fresh = [i for g, t in enumerate(tables) for i in t[len(lookup.block_ids[g]):]]
+        null = b.null_block_id
+        fresh = [i for g, t in enumerate(tables) for i in t[len(lookup.block_ids[g]):]
+                 if i != null]
         return result, view, flat, fresh
 
     def _recomputes_last_block(self, vreq: Any, prompt_len: int, hit_blocks: int) -> bool:
@@ -215,15 +219,22 @@ class SequentialReplay:
         if hit_blocks != last:
             return False
         block_hash = self.backend.request_block_hash(vreq, last)
-        return block_hash is not None and self.backend.is_cached(block_hash)
+        if block_hash is None:
+            return False
+        # Several groups: the block counts as cached when every full-attention group
+        # holds it (sliding-window groups keep only blocks near their replay boundaries).
+        groups = [g.index for g in self.backend.groups if g.kind == "full"] or [0]
+        return all(self.backend.is_cached(block_hash, g) for g in groups)
 
-    def _decode(self, vreq: Any, out_tokens: tuple[int, ...]) -> int:
-        """Feed output tokens as vLLM's decode steps would. Returns tokens produced."""
+    def _decode(self, vreq: Any, out_tokens: tuple[int, ...]) -> tuple[int, int]:
+        """Feed output tokens as vLLM's decode steps would. Returns tokens produced and
+        the blocks allocate_slots handed out for them (over every group)."""
         b = self.backend
         bs = self.settings.block_size
         n = len(out_tokens)
         b.append_output(vreq, out_tokens[0])  # the prefill step samples the first token
         produced = 1
+        blocks = 0
         computed = b.num_computed_tokens(vreq)
         while produced < n:
             # k decode steps, up to the next block boundary. Token-by-token, each step
@@ -233,14 +244,16 @@ class SequentialReplay:
             if k > 1:
                 b.append_output(vreq, list(out_tokens[produced : produced + k - 1]))
             b.new_step()
-            if b.allocate(vreq, k) is None:
-                return produced
+            new = b.allocate(vreq, k)
+            if new is None:
+                return produced, blocks
+            blocks += sum(len(g) for g in new)
             produced += k - 1
             computed += k
             b.set_num_computed_tokens(vreq, computed)
             b.append_output(vreq, out_tokens[produced])
             produced += 1
-        return produced
+        return produced, blocks
 
     def _seq_view(self, req: TraceRequest, seq_id: str, lookup: Lookup, tables: GroupIds,
                   recomputed: bool, computed: int) -> SeqView:
@@ -249,12 +262,15 @@ class SequentialReplay:
         bs = self.settings.block_size
         prompt_blocks = cdiv(req.num_prompt_tokens, bs)
         mirror = self._mirror
+        null = self.backend.null_block_id
         last = prompt_blocks - 1 if recomputed else None
         out: list[GroupTable] = []
         for g, block_ids in enumerate(tables):
             hits = [BlockState.HIT_FREE if r == 0 else BlockState.HIT_SHARED
                     for r in lookup.ref_cnts[g]]
+            # vLLM's null block stands where a sliding window needs no block.
             states = tuple(
+                BlockState.SKIPPED if bid == null else
                 block_state(i, mirror[bid].block_hash is not None, hits=hits, held=0,
                             computed=computed, block_size=bs, recomputed_index=last)
                 for i, bid in enumerate(block_ids)

@@ -125,6 +125,8 @@ class HelpBody(Widget):
         for state in BlockState:
             if state is BlockState.HELD and not guide.held_states:
                 continue
+            if state is BlockState.SKIPPED:  # only hybrid layouts have it (the legend says)
+                continue
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state]}: ", "bold")
             out.append(palette.STATE_HELP[state] + "\n")

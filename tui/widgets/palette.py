@@ -13,7 +13,8 @@ from rich.style import Style
 from engine.model import BlockState, SlotStatus
 
 # -- a logical block of the current request (block table, and its cells in the pool map) --
-STATE_CLASS = {s: f"bs-{s.letter if s is not BlockState.HELD else 'held'}" for s in BlockState}
+_CLASS_WORD = {BlockState.HELD: "held", BlockState.SKIPPED: "skipped"}
+STATE_CLASS = {s: f"bs-{_CLASS_WORD.get(s, s.letter)}" for s in BlockState}
 
 STATE_LABEL = {
     BlockState.HIT_FREE: "hit, cached-free",
@@ -23,6 +24,7 @@ STATE_LABEL = {
     BlockState.PARTIAL: "partial",
     BlockState.RECOMPUTED: "recomputed",
     BlockState.HELD: "held",
+    BlockState.SKIPPED: "null block (outside the window)",
 }
 
 STATE_HELP = {
@@ -53,6 +55,11 @@ STATE_HELP = {
         "a block boundary, that whole last block is recomputed."
     ),
     BlockState.HELD: "Allocated at an earlier step and still held by this sequence.",
+    BlockState.SKIPPED: (
+        "A sliding-window (or chunked local attention) group needs no KV here: these tokens "
+        "are outside its window, so vLLM's lookup and remove_skipped_blocks put its null "
+        "block in this place of the group's block table instead of a real block."
+    ),
 }
 
 # -- a physical block of the pool ----------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import IO
 from engine import metrics
 from engine.backends.vllm_v0 import wire
 from engine.errors import UserError
-from engine.model import ServeSummary, StepRecord, Totals, TraceRequest
+from engine.model import KVGroupInfo, ServeSummary, StepRecord, Totals, TraceRequest
 from engine.replay.common import describe, synth_output_tokens
 from engine.settings import EngineSettings, V0Settings
 
@@ -170,10 +170,15 @@ class V0SequentialBackend:
 
     info = None
     null_block_id: int | None = None  # V0 has no null block
+    groups: tuple[KVGroupInfo, ...]  # V0: one table
 
     def __init__(self, settings: EngineSettings, v0: V0Settings, verbose: bool = False) -> None:
         settings.validate()
         v0.validate()
+        if settings.layout.from_model:
+            raise UserError("--hf-config: vLLM V0's block manager has one full-attention "
+                            "table; use --engine v1 for a model's KV cache groups")
+        self.groups = (KVGroupInfo(0, "full", None, settings.block_size, 1),)
         # V0: no null block (every block holds tokens), blocks hashed with Python's hash().
         self.settings = replace(settings, null_block=False, hash_algo=V0_HASH_ALGO)
         self.v0 = v0

@@ -148,6 +148,17 @@ class PublisherInternals:
         return publisher._event_queue.qsize()
 
 
+class RequestInternals:
+    """vLLM's Request, where the scheduler sets state the KV-cache manager reads."""
+
+    @staticmethod
+    def set_shared_prefix_boundary(request: Any, boundary: int) -> None:
+        # Scheduler._get_local_prefix_cache_hit stores get_computed_blocks' third value
+        # here; SingleTypeKVCacheManager.cache_blocks keeps sliding-window blocks
+        # reachable from it (the one other write, as the scheduler makes it).
+        request.shared_prefix_boundary = boundary
+
+
 MANAGER_METHODS = (
     "get_computed_blocks", "allocate_slots", "free", "record_prefix_cache_stats",
     "make_prefix_cache_stats", "get_block_ids", "take_events", "new_step_starts",
@@ -202,7 +213,8 @@ def check_scheduler(sched: Any, probe_request: Any, runner_output_cls: Any) -> l
                      if not callable(getattr(sched, n, None))]
         if not callable(getattr(SchedInternals.event_publisher(sched), "publish", None)):
             problems.append("Scheduler.kv_event_publisher has no publish()")
-        for attr in ("is_prefill_chunk", "num_tokens", "num_computed_tokens", "request_id"):
+        for attr in ("is_prefill_chunk", "num_tokens", "num_computed_tokens", "request_id",
+                     "shared_prefix_boundary"):
             if not hasattr(probe_request, attr):
                 problems.append(f"Request.{attr} is missing")
         for name in ("req_id_to_index", "sampled_token_ids"):

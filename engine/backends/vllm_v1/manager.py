@@ -12,12 +12,19 @@ from typing import Any
 
 from engine.backends.vllm_v1 import events
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
-from engine.backends.vllm_v1.internals import PoolInternals, SlotReader, check_manager, ensure
+from engine.backends.vllm_v1.internals import (
+    PoolInternals,
+    RequestInternals,
+    SlotReader,
+    check_manager,
+    ensure,
+)
+from engine.backends.vllm_v1.hybrid import plan_kv_cache
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.kvstream import EventTap
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import KVEvent, Slot
+from engine.model import KVEvent, KVGroupInfo, Slot
 from engine.settings import EngineSettings
 
 GroupIds = tuple[tuple[int, ...], ...]  # block ids per KV cache group
@@ -31,6 +38,22 @@ class Lookup:
     block_ids: GroupIds
     ref_cnts: GroupIds  # before allocate touches them: 0 = hit from the free queue
     num_hit_tokens: int
+    # Per group (several groups only): (real cached blocks, null-block placeholders).
+    group_counts: tuple[tuple[int, int], ...] = ()
+
+
+def _real_and_null(blocks: Any) -> tuple[int, int]:
+    null = sum(1 for b in blocks if b.is_null)
+    return len(blocks) - null, null
+
+
+def default_groups(settings: EngineSettings) -> tuple[KVGroupInfo, ...]:
+    """The hand-built layout's groups (engine.settings.KVLayout.groups)."""
+    return tuple(
+        KVGroupInfo(i, g.kind.value, g.sliding_window, settings.block_size,
+                    len(g.layer_names), g.layer_names[0] if g.layer_names else "")
+        for i, g in enumerate(settings.layout.groups)
+    )
 
 
 class PoolReader:
@@ -81,20 +104,33 @@ class V1Manager(PoolReader):
 
     def __init__(self, settings: EngineSettings, verbose: bool = False) -> None:
         settings.validate()
-        self.settings = settings
         self.version = import_vllm(verbose)
         bs = settings.block_size
+        extra: dict[str, Any] = {}
+        if settings.layout.from_model:
+            # vLLM's own grouping and sizing (engine.backends.vllm_v1.hybrid); its
+            # max_model_len (auto-fit) comes back in the plan's settings.
+            plan = plan_kv_cache(settings)
+            settings, kv_cache_config = plan.settings, plan.kv_cache_config
+            self.groups: tuple[KVGroupInfo, ...] = plan.groups
+            # As vLLM's Scheduler builds its KVCacheManager.
+            extra["max_in_flight_tokens"] = plan.max_in_flight_tokens
+        else:
+            kv_cache_config = build_kv_cache_config(settings)
+            self.groups = default_groups(settings)
+        self.settings = settings
         hash_fn = V.get_hash_fn_by_name(settings.hash_algo)
         V.kv_cache_utils.init_none_hash(hash_fn)
         self._block_hasher = V.kv_cache_utils.get_request_block_hasher(bs, hash_fn)
         manager = V.KVCacheManager(
-            build_kv_cache_config(settings),
+            kv_cache_config,
             max_model_len=settings.effective_max_model_len,
             scheduler_block_size=bs,
             hash_block_size=bs,
             enable_caching=settings.enable_caching,
             log_stats=True,
             enable_kv_cache_events=settings.kv_events,
+            **extra,
         )
         ensure(check_manager(manager), "KV-cache manager", self.version, TESTED_VLLM_VERSION)
         self._attach(manager)
@@ -118,15 +154,23 @@ class V1Manager(PoolReader):
     def lookup(self, request: Any, detail: bool = True) -> Lookup:
         """vLLM's get_computed_blocks. Without detail, block ids and ref counts are not
         read (a long prompt's hit list is hundreds of blocks; headless needs only counts)."""
-        blocks, num_hit_tokens, _boundary = self.manager.get_computed_blocks(request)
-        if not detail:
-            return Lookup(blocks, (), (), num_hit_tokens)
+        blocks, num_hit_tokens, boundary = self.manager.get_computed_blocks(request)
+        # The scheduler keeps the shared-prefix junction on the request
+        # (Scheduler._get_local_prefix_cache_hit); sliding-window groups retain the
+        # blocks reachable from it when they cache this request's blocks.
+        RequestInternals.set_shared_prefix_boundary(request, boundary)
         groups = blocks.blocks
+        counts: tuple[tuple[int, int], ...] = ()
+        if len(groups) > 1:
+            counts = tuple(_real_and_null(g) for g in groups)
+        if not detail:
+            return Lookup(blocks, (), (), num_hit_tokens, counts)
         return Lookup(
             blocks=blocks,
             block_ids=tuple(tuple(b.block_id for b in g) for g in groups),
             ref_cnts=tuple(tuple(b.ref_cnt for b in g) for g in groups),
             num_hit_tokens=num_hit_tokens,
+            group_counts=counts,
         )
 
     def allocate(self, request: Any, num_new_tokens: int, lookup: Lookup | None = None
@@ -135,8 +179,11 @@ class V1Manager(PoolReader):
         if lookup is None:
             new = self.manager.allocate_slots(request, num_new_tokens)
         else:
+            # Admission, as the scheduler calls it (scheduler_reserve_full_isl: the
+            # whole prompt must fit, sliding windows and hits accounted for).
             new = self.manager.allocate_slots(
-                request, num_new_tokens, lookup.num_hit_tokens, lookup.blocks
+                request, num_new_tokens, lookup.num_hit_tokens, lookup.blocks,
+                full_sequence_must_fit=True,
             )
         if new is None:
             return None

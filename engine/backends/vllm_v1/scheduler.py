@@ -44,12 +44,13 @@ from engine.backends.vllm_v1 import events
 from engine.backends.vllm_v1.evictions import EvictionLedger
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
 from engine.backends.vllm_v1.internals import SchedInternals, check_scheduler, ensure
+from engine.backends.vllm_v1.hybrid import plan_kv_cache
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
-from engine.backends.vllm_v1.manager import GroupIds, PoolReader
+from engine.backends.vllm_v1.manager import GroupIds, PoolReader, default_groups
 from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import KVEvent, SchedulerInfo, removed_count
+from engine.model import KVEvent, KVGroupInfo, SchedulerInfo, removed_count
 from engine.settings import EngineSettings, ServeSettings
 
 
@@ -117,13 +118,22 @@ class V1Scheduler(PoolReader):
         self.serve = serve
         self.version = import_vllm(verbose)
         s = import_scheduler(verbose)
-        self.vllm_config = build_vllm_config(settings, serve)
+        if settings.layout.from_model:
+            # The model's groups, by vLLM's own planning (engine.backends.vllm_v1.hybrid).
+            plan = plan_kv_cache(settings, serve)
+            self.settings = settings = plan.settings
+            self.vllm_config, kv_cache_config = plan.vllm_config, plan.kv_cache_config
+            block_size, hash_block_size = plan.scheduler_block_size, plan.hash_block_size
+            self.groups: tuple[KVGroupInfo, ...] = plan.groups
+        else:
+            self.vllm_config = build_vllm_config(settings, serve)
+            kv_cache_config = build_kv_cache_config(settings)
+            # As EngineCore.__init__ builds it.
+            block_size, hash_block_size = s.resolve_kv_cache_block_sizes(
+                kv_cache_config, self.vllm_config
+            )
+            self.groups = default_groups(settings)
         sc = self.vllm_config.scheduler_config
-        kv_cache_config = build_kv_cache_config(settings)
-        # As EngineCore.__init__ builds it.
-        block_size, hash_block_size = s.resolve_kv_cache_block_sizes(
-            kv_cache_config, self.vllm_config
-        )
         self.scheduler = sc.get_scheduler_cls()(
             vllm_config=self.vllm_config,
             kv_cache_config=kv_cache_config,
