@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.metrics import Breakdown, by_tenant_dict, by_type_dict, totals_dict
+from engine.metrics import Breakdown, by_tenant_dict, by_type_dict, chat_template_dict, totals_dict
 from engine.model import RequestResult, Totals
 
 SCHEMA_VERSION = 1
@@ -25,6 +25,9 @@ def request_row(r: RequestResult) -> dict:
         "cache_salt": req.cache_salt,
         "lora_name": req.lora_name,
         "request_type": req.request_type,
+        # prefix-tui's chat-template check: a later turn, and where it leaves the previous one
+        "template_checked": req.template_checked,
+        "template_break": req.template_break._asdict() if req.template_break is not None else None,
         "prompt_tokens": r.prompt_tokens,
         "output_tokens": r.output_tokens,
         "hit_tokens": r.hit_tokens,
@@ -115,5 +118,6 @@ def export_document(
     if breakdown is not None:
         doc["by_tenant"] = by_tenant_dict(breakdown)
         doc["by_type"] = by_type_dict(breakdown)
+        doc["chat_template"] = chat_template_dict(breakdown)
     doc["requests"] = rows
     return doc

@@ -302,11 +302,17 @@ class Breakdown:
     def __init__(self) -> None:
         self.groups: dict[str, dict[str | None, GroupCounts]] = {d[0]: {} for d in DIMENSIONS}
         self.last_step = -1  # the record whose rows were added last
+        # prefix-tui's chat-template check (engine.trace.chat), not a vLLM figure: later
+        # conversation turns checked, and those whose prompt does not extend the previous.
+        self.checked_turns = 0
+        self.template_breaks = 0
 
     def add(self, rows: tuple[RequestResult, ...] | list[RequestResult], step: int = -1) -> None:
         for r in rows:
             req = r.request
             fitted = r.outcome.served
+            self.checked_turns += req.template_checked
+            self.template_breaks += req.template_break is not None
             for dim, *_ in DIMENSIONS:
                 key = getattr(req, dim)
                 g = self.groups[dim].get(key)
@@ -326,6 +332,7 @@ class Breakdown:
         other.groups = {d: {k: GroupCounts().plus(g) for k, g in gs.items()}
                         for d, gs in self.groups.items()}
         other.last_step = self.last_step
+        other.checked_turns, other.template_breaks = self.checked_turns, self.template_breaks
         return other
 
     def split(self, dim: str) -> list[tuple[str | None, GroupCounts]]:
@@ -349,10 +356,19 @@ def _requests(n: int) -> str:
     return f"{n:,} request{'s' * (n != 1)}"
 
 
+SEC_TEMPLATE = "Chat template (prefix-tui's check, not vLLM's)"
+
+
 def breakdown_figures(b: Breakdown, limit: int = REPORT_GROUPS) -> list[Figure]:
     """Per tenant / adapter / type: hit tokens / prompt tokens (their ratio beside it).
-    Keys are "dimension:group" (see is_group_key)."""
+    Keys are "dimension:group" (see is_group_key). Then, when the trace has later
+    conversation turns, how many break the previous turn's prefix."""
     out: list[Figure] = []
+    if b.checked_turns:
+        out.append(Figure(SEC_TEMPLATE, "template_breaks",
+                          "Later turns not extending the previous one / checked",
+                          b.template_breaks, Unit.COUNT, second=b.checked_turns,
+                          share=ratio(b.template_breaks, b.checked_turns)))
     for dim, section_words, word, none_words in DIMENSIONS:
         groups = b.split(dim)
         if not groups:
@@ -395,6 +411,11 @@ def by_tenant_dict(b: Breakdown) -> dict:
             for dim in ("cache_salt", "lora_name")}
 
 
+def chat_template_dict(b: Breakdown) -> dict:
+    """The ``chat_template`` object of the --json export (prefix-tui's check)."""
+    return {"checked_turns": b.checked_turns, "breaks": b.template_breaks}
+
+
 def by_type_dict(b: Breakdown) -> list[dict]:
     """The ``by_type`` list of the --json export (production traces with request types)."""
     return [group_dict("request_type", k, g) for k, g in b.split("request_type")]
@@ -422,8 +443,8 @@ class BreakdownSeries:
 
     @property
     def empty(self) -> bool:
-        """No request so far had a salt, an adapter or a type."""
-        return not any(self.latest.split(d[0]) for d in DIMENSIONS)
+        """No request so far had a salt, an adapter or a type, or was a later turn."""
+        return not self.latest.checked_turns and not any(self.latest.split(d[0]) for d in DIMENSIONS)
 
     def at(self, step: int) -> Breakdown:
         """After step ``step`` (0-based) was replayed."""

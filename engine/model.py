@@ -19,6 +19,20 @@ from enum import Enum
 from typing import NamedTuple
 
 
+class TemplateBreak(NamedTuple):
+    """Where a later turn's prompt stops extending the previous turn's prompt + reply, as
+    the chat template renders them (e.g. a template that drops earlier reasoning). Texts
+    are decoded from the trace's tokens: untrusted, for display through safe_text."""
+
+    position: int  # the first token that differs (or where the shorter one ends)
+    previous_tokens: int  # tokens of the previous turn's prompt + reply
+    expected: int | None  # the previous turn's token there (None: it had ended)
+    found: int | None  # this prompt's token there (None: this prompt ended first)
+    before: str  # decoded text just before the position
+    expected_text: str  # decoded text from the position, previous turn
+    found_text: str  # decoded text from the position, this prompt
+
+
 @dataclass(frozen=True, slots=True)
 class TraceRequest:
     """One request of a trace, already tokenized.
@@ -46,6 +60,11 @@ class TraceRequest:
     lora_name: str | None = None
     # A production trace's request category (Qwen-Bailian's ``type``: text, search, ...).
     request_type: str | None = None
+    # A later conversation turn (its messages hold an earlier assistant reply) checked
+    # against a Jinja chat template (the simple one extends every turn by construction);
+    # ``template_break`` says where its prompt stops extending the previous turn.
+    template_checked: bool = False
+    template_break: TemplateBreak | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

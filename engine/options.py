@@ -75,6 +75,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
         help="the trace's format (default auto: told by its first line)",
     )
     t.add_argument(
+        "--chat-template", default="simple", metavar="simple|tokenizer|FILE.jinja",
+        help="how `messages` become tokens: prefix-tui's plain template (default), the "
+             "--tokenizer directory's own chat template, or a Jinja template file (sandboxed)",
+    )
+    t.add_argument(
         "--lora-names", default="", metavar="NAME[,NAME]",
         help="OpenAI request logs: model names that are LoRA adapters (a request for one "
              "runs under that adapter)",
@@ -228,7 +233,7 @@ def trace_source_from_args(args: argparse.Namespace, path: str | None = None) ->
     return TraceSource(path if path is not None else args.trace, tokenizer_name=args.tokenizer,
                        trace_block_size=args.trace_block_size, max_requests=args.max_requests,
                        trace_format=getattr(args, "trace_format", trace_formats.AUTO),
-                       lora_names=lora)
+                       lora_names=lora, chat_template=getattr(args, "chat_template", None))
 
 
 def layout_dict(settings: EngineSettings, groups: tuple[KVGroupInfo, ...]) -> dict:

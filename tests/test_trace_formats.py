@@ -252,3 +252,21 @@ def test_unreadable_files_are_named(tmp_path, head, name, what):
     with pytest.raises(TraceError) as ei:
         TraceReader(p)
     assert str(ei.value) == f"{p}: {what}"
+
+
+def test_headless_bailian_report_and_json(tmp_path, capsys):
+    from tui.cli import main
+
+    p = write(tmp_path, [bailian(1, -1, [0, 1], type="text", region="eu"),
+                         bailian(2, 1, [0, 1, 2], type="search", turn=2)], "b.jsonl")
+    out = tmp_path / "r.json"
+    code = main([str(p), "--headless", "--no-progress", "--json", str(out)])
+    report = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert code == 0
+    s = doc["settings"]
+    assert (s["trace_format"], s["trace_block_size"], s["block_size"]) == ("bailian", 16, 16)
+    # The second turn hits the first's two blocks (vLLM's block size is the trace's here).
+    assert [r["hit_tokens"] for r in doc["requests"]] == [0, 32]
+    assert [(g["request_type"], g["requests"]) for g in doc["by_type"]] == [("search", 1), ("text", 1)]
+    assert "fields ignored (bailian format): region (first on line 1)" in report

@@ -46,6 +46,7 @@ class RunResult:
     seconds: float = 0.0
     summary: ServeSummary | None = None  # serve mode's run figures
     breakdown: metrics.Breakdown = field(default_factory=metrics.Breakdown)  # by tenant, ...
+    notes: list[str] = field(default_factory=list)  # about the trace (fields ignored, ...)
 
 
 def _progress(console: Console, disabled: bool) -> Progress:
@@ -85,6 +86,7 @@ def replay_trace(
         trace=source.path, tokenizer=source.tokenizer_name,
         trace_format=reader.format, trace_block_size=reader.trace_block_size,
         max_requests=source.max_requests, lora_names=list(source.lora_names),
+        chat_template=reader.chat_template,
         serve=serve, **v0,
     ))
     start = time.perf_counter()
@@ -118,6 +120,9 @@ def replay_trace(
         run.status = "bad_input"
         run.message = str(err)
     run.seconds = time.perf_counter() - start
+    if reader.ignored_fields:  # a production format's fields prefix-tui does not use
+        fields = ", ".join(f"{k} (first on line {n})" for k, n in reader.ignored_fields.items())
+        run.notes.append(f"fields ignored ({reader.format} format): {fields}")
     if last is not None:
         run.totals = last.totals
     run.summary = replay.summary()
@@ -273,3 +278,5 @@ def print_report(console: Console, run: RunResult) -> None:
         console.print(Text(f"stopped early ({run.status}): {safe_text(run.message)}",
                            style="bold yellow"))
     console.print(Text(f"replayed in {run.seconds:.2f} s"), style="dim")
+    for note in run.notes:
+        console.print(Text(safe_text(note)), style="dim")

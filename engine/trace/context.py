@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from engine.errors import TraceError
 from engine.trace.fields import Fail
-from engine.trace.tokenize import Tokenizer, messages_text, render_messages, render_reply
+from engine.model import TemplateBreak
+from engine.trace.chat import ChatTemplate
+from engine.trace.tokenize import Tokenizer, render_reply
 
 # Fields that name a format, for "this line belongs to another format" hints; the order
 # is the order hints look in. engine.trace.formats checks these against the parsers.
@@ -48,15 +50,27 @@ class ParseContext:
     block_size: int
     tokenizer: Callable[[], Tokenizer]
     lora_names: frozenset[str] = field(default_factory=frozenset)
+    chat: ChatTemplate | None = None  # None: the simple template
+
+    def __post_init__(self) -> None:
+        if self.chat is None:
+            self.chat = ChatTemplate(self.tokenizer)
 
     def fail(self, lineno: int | None, message: str) -> TraceError:
         return TraceError(self.path, lineno, message)
 
     def render(self, messages: Sequence[Mapping[str, str]], fail: Fail) -> tuple[tuple[int, ...], str]:
         """A chat prompt's tokens and its text (for display)."""
-        return tuple(render_messages(self.tokenizer(), messages)), messages_text(messages)
+        return self.chat.prompt(messages, fail)
 
     def render_reply(self, messages: Sequence[Mapping[str, str]] | None, prompt: tuple[int, ...],
                      reply: str, fail: Fail) -> tuple[int, ...]:
-        """The tokens of an assistant reply to ``messages`` (whose prompt is ``prompt``)."""
-        return tuple(render_reply(self.tokenizer(), reply))
+        """The tokens of an assistant reply to ``messages`` (whose prompt is ``prompt``);
+        a reply to a plain prompt is the simple template's reply."""
+        if messages is None:
+            return tuple(render_reply(self.tokenizer(), reply))
+        return self.chat.reply(messages, prompt, reply, fail)
+
+    def turn_break(self, messages: Sequence[Mapping[str, str]], prompt: tuple[int, ...],
+                   fail: Fail) -> tuple[bool, TemplateBreak | None]:
+        return self.chat.turn_break(messages, prompt, fail)

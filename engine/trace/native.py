@@ -93,6 +93,7 @@ class NativeParser:
             raise fail(f"give exactly one of prompt_token_ids, prompt, messages (got {' and '.join(given)})")
         text: str | None = None
         msgs: list[dict[str, str]] | None = None
+        later, broken = False, None
         if given[0] == "prompt_token_ids":
             prompt = token_ids(obj["prompt_token_ids"], "prompt_token_ids", fail)
             if not prompt:
@@ -109,6 +110,7 @@ class NativeParser:
         else:
             msgs = check_messages(obj["messages"], fail)
             prompt, text = ctx.render(msgs, fail)
+            later, broken = ctx.turn_break(msgs, prompt, fail)
 
         out_given = [k for k in OUTPUT_FIELDS if k in obj]
         if len(out_given) > 1:
@@ -172,4 +174,6 @@ class NativeParser:
             text=cut_text(text),
             cache_salt=salt,
             lora_name=lora,
+            template_checked=later,
+            template_break=broken,
         )

@@ -156,9 +156,11 @@ class OpenAILogParser:
             raise fail(f"{p}messages (chat) or {p}prompt (completions) is needed, exactly one"
                        + (f" (got {' and '.join(has)})" if has else ""))
         msgs = None
+        later, broken = False, None
         if has == ["messages"]:
             msgs = chat_messages(body["messages"], fail, p)
             prompt, text = ctx.render(msgs, fail)
+            later, broken = ctx.turn_break(msgs, prompt, fail)
         else:
             prompt, text = self._prompt(body["prompt"], p, fail)
 
@@ -197,6 +199,8 @@ class OpenAILogParser:
             text=cut_text(text),
             cache_salt=salt,
             lora_name=lora,
+            template_checked=later,
+            template_break=broken,
         )
 
     def _prompt(self, value: Any, p: str, fail: Fail) -> tuple[tuple[int, ...], str | None]:

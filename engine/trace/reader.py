@@ -18,6 +18,7 @@ from typing import Any
 from engine.errors import TraceError
 from engine.model import TraceRequest
 from engine.trace import formats
+from engine.trace.chat import SIMPLE, load_chat_template
 from engine.trace.context import ParseContext
 from engine.trace.fields import TEXT_LIMIT, check_cache_salt, type_name  # noqa: F401 - re-exported
 from engine.trace.opener import OpenedTrace, open_trace
@@ -70,12 +71,13 @@ class TraceSource:
     max_requests: int | None = None
     trace_format: str = formats.AUTO
     lora_names: tuple[str, ...] = ()
+    chat_template: str | None = None  # None: simple
 
     def reader(self, cancel: threading.Event | None = None) -> TraceReader:
         return TraceReader(self.path, tokenizer_name=self.tokenizer_name,
                            trace_block_size=self.trace_block_size, cancel=cancel,
                            max_requests=self.max_requests, trace_format=self.trace_format,
-                           lora_names=self.lora_names)
+                           lora_names=self.lora_names, chat_template=self.chat_template)
 
 
 class TraceReader:
@@ -99,9 +101,11 @@ class TraceReader:
         max_requests: int | None = None,
         trace_format: str = formats.AUTO,
         lora_names: tuple[str, ...] | frozenset[str] = (),
+        chat_template: str | None = None,
     ) -> None:
         """``max_requests``: read only the first N requests (None: all);
-        ``trace_block_size``: tokens per hash id (None: the format's default)."""
+        ``trace_block_size``: tokens per hash id (None: the format's default);
+        ``chat_template``: simple (None), tokenizer, or a .jinja file (engine.trace.chat)."""
         self.path = str(path)
         if trace_block_size is not None and (type(trace_block_size) is not int or trace_block_size < 1):
             raise TraceError(self.path, None, f"trace block size must be an int >= 1 (got {trace_block_size!r})")
@@ -115,6 +119,9 @@ class TraceReader:
         self.bytes_read = 0
         self.ignored_fields: dict[str, int] = {}
         self._tokenizer: Tokenizer | None = None
+        self.chat_template = chat_template or SIMPLE
+        # A template file is read and compiled here: a bad one stops before any request.
+        self._chat = load_chat_template(chat_template, self._tok, tokenizer_name)
         with open_trace(self.path) as f:
             self.total_bytes = f.total_bytes
             self.compression = f.compression
@@ -170,7 +177,7 @@ class TraceReader:
         raise TraceError(self.path, None, "no requests (the file is empty)")
 
     def _context(self) -> ParseContext:
-        return ParseContext(self.path, self.trace_block_size, self._tok, self.lora_names)
+        return ParseContext(self.path, self.trace_block_size, self._tok, self.lora_names, self._chat)
 
     def __iter__(self) -> Iterator[TraceRequest]:
         self.bytes_read = 0

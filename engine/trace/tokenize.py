@@ -7,7 +7,8 @@ package. ``--tokenizer`` takes a directory with such a BPE pair (or ``vocab.json
 ``transformers.AutoTokenizer`` with ``local_files_only=True``: nothing is ever downloaded.
 No special tokens are added.
 
-Chat template (plain text, the same for every tokenizer)::
+Chat template `simple` (plain text, the same for every tokenizer; engine.trace.chat has
+the Jinja ones)::
 
     message      = encode(f"{role}:") + encode(f" {content}\\n")
     prompt       = message(m1) + message(m2) + ... + encode("assistant:")
@@ -35,11 +36,15 @@ GENERATION_PROMPT = "assistant:"
 class Tokenizer:
     """A text <-> token-id codec. ``decode`` never fails on ids outside the vocabulary."""
 
-    def __init__(self, name: str, vocab_size: int, encode_fn: Any, decode_fn: Any) -> None:
+    def __init__(self, name: str, vocab_size: int, encode_fn: Any, decode_fn: Any,
+                 hf: Any = None) -> None:
+        """``hf``: the transformers tokenizer behind it, when there is one (its chat
+        template and special tokens serve --chat-template)."""
         self.name = name
         self.vocab_size = vocab_size
         self._encode = encode_fn
         self._decode = decode_fn
+        self.hf = hf
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size})"
@@ -161,7 +166,8 @@ def _hf_tokenizer(name_or_path: str, path: Path) -> Tokenizer:
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        # Never code from the directory (auto_map classes): a tokenizer is untrusted input.
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many kinds; the user needs one line
         if not path.exists():
             raise UserError(
@@ -174,6 +180,7 @@ def _hf_tokenizer(name_or_path: str, path: Path) -> Tokenizer:
         len(tok),
         lambda text: tok.encode(text, add_special_tokens=False),
         lambda ids: tok.decode(ids, skip_special_tokens=False),
+        hf=tok,
     )
 
 

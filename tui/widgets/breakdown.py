@@ -1,6 +1,7 @@
 """Hit rates per tenant (cache_salt), LoRA adapter and request type at the cursor, from
-engine.metrics' Breakdown: one line per dimension the trace has, most requests first.
-Hidden while no request has a salt, an adapter or a type.
+engine.metrics' Breakdown: one line per dimension the trace has, most requests first, and
+one for the chat-template check when later conversation turns were checked (prefix-tui's
+figure). Hidden while there is none of these.
 
 Names come from the trace: they pass through safe_text into Text pieces, never markup.
 """
@@ -30,6 +31,13 @@ def breakdown_lines(b: Breakdown) -> list[tuple[str, list[str]]]:
     return out
 
 
+def template_line(b: Breakdown) -> str | None:
+    """The chat-template check (engine.trace.chat) so far, None while nothing was checked."""
+    if not b.checked_turns:
+        return None
+    return f"{b.template_breaks:,} of {b.checked_turns:,} later turns do not extend the previous one"
+
+
 class BreakdownLines(Widget):
     """A render() widget: a step refreshes it without a relayout while its line count
     stays the same."""
@@ -40,12 +48,15 @@ class BreakdownLines(Widget):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.lines: list[tuple[str, list[str]]] = []
+        self.template: str | None = None
 
     def show(self, b: Breakdown | None) -> None:
         lines = breakdown_lines(b) if b is not None else []
-        relayout = len(lines) != len(self.lines)
+        template = template_line(b) if b is not None else None
+        relayout = len(lines) != len(self.lines) or (template is None) != (self.template is None)
         self.lines = lines
-        self.display = bool(lines)
+        self.template = template
+        self.display = bool(lines) or template is not None
         self.refresh(layout=relayout)
 
     def render(self) -> Text:
@@ -54,6 +65,10 @@ class BreakdownLines(Widget):
         rows = []
         for word, entries in self.lines:
             line = Text.assemble((f"hit by {word}: ", dim), " · ".join(entries))
+            line.truncate(width, overflow="ellipsis")
+            rows.append(line)
+        if self.template is not None:
+            line = Text.assemble(("chat template: ", dim), self.template)
             line.truncate(width, overflow="ellipsis")
             rows.append(line)
         return Text("\n").join(rows)

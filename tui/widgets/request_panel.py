@@ -13,7 +13,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.model import Outcome, StepRecord
+from engine.model import Outcome, StepRecord, TemplateBreak
 from tui.widgets.safe import safe_text
 
 OUTCOME_CLASS = {
@@ -44,6 +44,19 @@ def token_summary(rec: StepRecord, block_size: int, short: bool = False) -> str:
     if seq:
         text += f" → {out_blocks} block{'s' * (out_blocks != 1)}"
     return text
+
+
+def template_break_line(brk: TemplateBreak, dim, width: int) -> Text:  # noqa: ANN001 - a rich Style
+    """One line: where this prompt leaves the previous turn's prompt + reply (decoded trace
+    text: through safe_text, never markup)."""
+    line = Text.assemble(
+        ("chat template: ", dim),
+        f"leaves the previous turn at token {brk.position:,} of {brk.previous_tokens:,} · ",
+        ("…", dim), safe_text(brk.before), ("▏was ", dim), safe_text(brk.expected_text or "(end)"),
+        (" ▏now ", dim), safe_text(brk.found_text or "(end)"),
+    )
+    line.truncate(max(1, width), overflow="ellipsis")
+    return line
 
 
 class RequestPanel(Widget):
@@ -91,7 +104,10 @@ class RequestPanel(Widget):
             note.append("  (press e for vLLM's traceback)", style=dim)
         elif r.outcome in (Outcome.NOT_FITTED, Outcome.TOO_LONG):
             note.append("  (press e for details)", style=dim)
-        return Text("\n").join([head, note])
+        lines = [head, note]
+        if req.template_break is not None:
+            lines.append(template_break_line(req.template_break, dim, self.content_size.width))
+        return Text("\n").join(lines)
 
     def _render_serve(self, rec: StepRecord, dim) -> Text:  # noqa: ANN001 - a rich Style
         x = rec.serve
