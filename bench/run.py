@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES = ("bench.replay_bench", "bench.tui_bench", "bench.serve_bench", "bench.serve_loop_bench",
-           "bench.huge_bench", "bench.json_memory_bench")
+           "bench.huge_bench", "bench.json_memory_bench", "bench.sweep_bench")
 
 
 def main() -> int:

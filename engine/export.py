@@ -121,3 +121,17 @@ def export_document(
         doc["chat_template"] = chat_template_dict(breakdown)
     doc["requests"] = rows
     return doc
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """write_json_atomic for text (sweep --csv): a temp file beside the target, renamed."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -21,7 +21,8 @@ def _main_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="prefix-tui",
         description="Replay a request trace against vLLM's real KV-cache block manager.",
-        epilog="Other commands: `prefix-tui gen --help`, `prefix-tui compare --help`.",
+        epilog="Other commands: `prefix-tui gen --help`, `prefix-tui compare --help`, "
+               "`prefix-tui sweep --help`.",
     )
     p.add_argument("trace", help="trace file: native JSONL or Mooncake JSONL")
     p.add_argument("--headless", action="store_true", help="replay it all and print the report")
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine.trace.generate import run_gen
 
             return run_gen(_gen_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "sweep":
+            from tui.sweep_cli import run_sweep, sweep_parser
+
+            return run_sweep(sweep_parser().parse_args(argv[1:]))
         if argv and argv[0] == "compare":
             from tui.compare import parse_modes, run_compare
 

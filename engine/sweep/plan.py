@@ -1,0 +1,143 @@
+"""A sweep's plan (its points and the ceiling runs) and its outcome (points, ceilings, the
+--json document and --csv rows)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from engine.backends import BuildOptions
+from engine.errors import UserError
+from engine.export import SCHEMA_VERSION
+from engine.sweep.points import CSV_KEYS, Ceiling, PointResult, PointSpec, point_row
+from engine.trace.reader import TraceSource
+
+
+def count_requests(source: TraceSource) -> int:
+    """Requests in the trace (non-blank lines, up to --max-requests), for progress and
+    the warm-up; read fast, without parsing (a bad line is the replay's to report)."""
+    n = 0
+    try:
+        with open(source.path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    n += 1
+                    if source.max_requests is not None and n >= source.max_requests:
+                        break
+    except OSError as exc:
+        raise UserError(f"{source.path}: {exc.strerror or exc}") from None
+    return n
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    specs: tuple[PointSpec, ...]  # the curve's points, then ceiling-only runs
+    block_sizes: tuple[int, ...]
+    requests: int
+    warmup: int
+    warmup_fraction: float
+
+    @property
+    def points(self) -> tuple[PointSpec, ...]:
+        return tuple(s for s in self.specs if not s.ceiling)
+
+
+def plan_sweep(
+    *, engine: str, mode: str, options: BuildOptions, source: TraceSource,
+    block_sizes: Sequence[int], pools: Sequence[int | None] | None = None,
+    capacities: Sequence[int | None] | None = None, warmup_fraction: float = 0.0,
+    ceilings: bool = True,
+) -> SweepPlan:
+    """Every (block size, pool) pair. ``pools`` are blocks (the null block included),
+    ``capacities`` tokens (None: inf); give at most one. With ``ceilings``, a block size
+    whose points have no inf gets an extra never-evicting run for its unbounded ceiling,
+    and finite points compute prefix-tui's farthest-next-use bound."""
+    if pools is not None and capacities is not None:
+        raise UserError("give --num-gpu-blocks-override or --capacity-tokens, not both")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise UserError(f"--warmup-fraction must be in [0, 1) (got {warmup_fraction})")
+    requests = count_requests(source)
+    warmup = int(warmup_fraction * requests)
+    specs: list[PointSpec] = []
+    for bs in block_sizes:
+        if capacities is not None:
+            blocks = [None if c is None else c // bs + 1 for c in capacities]
+        else:
+            blocks = list(pools) if pools is not None else [options.settings.num_blocks]
+        for n in dict.fromkeys(blocks):  # two capacities may round to one pool
+            if n is not None and n < 2:
+                raise UserError(f"a pool of {n} blocks at block size {bs}: vLLM needs 2 "
+                                "(its null block and one more)")
+            specs.append(_spec(len(specs), engine, mode, options, source, bs, n, warmup,
+                               requests, ceilings, False))
+    if ceilings:
+        for bs in block_sizes:
+            if not any(s.block_size == bs and s.num_blocks is None for s in specs):
+                specs.append(_spec(len(specs), engine, mode, options, source, bs, None,
+                                   warmup, requests, True, True))
+    return SweepPlan(tuple(specs), tuple(block_sizes), requests, warmup, warmup_fraction)
+
+
+def _spec(index, engine, mode, options, source, bs, n, warmup, requests, bound, ceiling):
+    settings = replace(options.settings, block_size=bs, num_blocks=n if n is not None else 2)
+    settings.validate()
+    return PointSpec(index=index, engine=engine, mode=mode,
+                     options=replace(options, settings=settings), source=source,
+                     block_size=bs, num_blocks=n, warmup=warmup, requests=requests,
+                     bound=bound, ceiling=ceiling)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    plan: SweepPlan
+    results: tuple[PointResult, ...]  # in spec order; missing ones were not run
+
+    def result(self, spec: PointSpec) -> PointResult | None:
+        for r in self.results:
+            if r.index == spec.index:
+                return r
+        return None
+
+    def point_pairs(self) -> list[tuple[PointSpec, PointResult]]:
+        return [(s, r) for s in self.plan.points if (r := self.result(s)) is not None]
+
+    def ceilings(self) -> list[Ceiling]:
+        out = []
+        for bs in self.plan.block_sizes:
+            unbounded = next((r for s in self.plan.specs
+                              if s.block_size == bs and s.num_blocks is None
+                              and (r := self.result(s)) is not None), None)
+            reuse = unbounded.bound if unbounded is not None else None
+            out.append(Ceiling(bs, unbounded, reuse))
+        return out
+
+    def document(self, settings: dict) -> dict:
+        """The --json document (README: "Capacity sweeps" names its keys)."""
+        pairs = self.point_pairs()
+        ceilings = []
+        for c in self.ceilings():
+            d = c.as_dict()
+            d["farthest_next_use_prefix_tui"] = [
+                {"num_gpu_blocks": s.num_blocks, "capacity_tokens": s.capacity_tokens,
+                 "hit_rate": r.bound.hit_rate, "hit_tokens": r.bound.hit_tokens,
+                 "query_tokens": r.bound.query_tokens}
+                for s, r in pairs
+                if s.block_size == c.block_size and s.num_blocks is not None and r.bound
+            ]
+            ceilings.append(d)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "settings": settings,
+            "points": [point_row(s, r) for s, r in pairs],
+            "ceilings": ceilings,
+        }
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_KEYS, lineterminator="\n")
+        w.writeheader()
+        for s, r in self.point_pairs():
+            w.writerow(point_row(s, r))
+        return buf.getvalue()

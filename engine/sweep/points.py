@@ -1,0 +1,174 @@
+"""A sweep's points: what each replays (PointSpec), what it found (PointResult), and its
+figures, from engine.metrics over vLLM's own counters (never recomputed here).
+
+Pool sizes count vLLM's null block, as ``--num-gpu-blocks-override`` does; a capacity in
+tokens is the usable blocks times the block size, so ``--capacity-tokens T`` is a pool of
+``T // block_size + 1`` blocks. ``inf`` is a pool that never evicts: sized from the trace
+so vLLM never runs out of never-used blocks (checked: vLLM must report no eviction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from engine import metrics
+from engine.backends import BuildOptions
+from engine.errors import UserError
+from engine.model import Totals
+from engine.sweep.bounds import BoundCounts
+from engine.trace.reader import TraceSource
+
+INF_WORDS = ("inf", "infinity", "unbounded")
+
+
+def parse_list(flag: str, text: str, *, allow_inf: bool, floats: bool = False
+               ) -> list[int | None]:
+    """"1000,10000,inf" -> [1000, 10000, None]; None is inf. Floats ("1e6") are read as
+    whole numbers where ``floats`` (token counts)."""
+    out: list[int | None] = []
+    for part in str(text).split(","):
+        word = part.strip()
+        if not word:
+            continue
+        if word.lower() in INF_WORDS:
+            if not allow_inf:
+                raise UserError(f"{flag}: {word!r} is not allowed here")
+            out.append(None)
+            continue
+        try:
+            value = float(word) if floats else int(word)
+        except ValueError:
+            kind = "numbers (1e6 is fine)" if floats else "whole numbers"
+            raise UserError(f"{flag}: {word!r} is not a number ({kind} or inf, "
+                            "comma-separated)") from None
+        if not math.isfinite(value) or value != int(value) or value < 1:
+            raise UserError(f"{flag}: {word!r} must be a whole number >= 1 or inf")
+        out.append(int(value))
+    if not out:
+        raise UserError(f"{flag}: no value given")
+    if len(set(out)) != len(out):
+        raise UserError(f"{flag}: a value given twice ({text})")
+    return out
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """One replay of a sweep. ``num_blocks`` None: a pool that never evicts. ``ceiling``:
+    an extra run only for the unbounded ceiling (not a point of the curve)."""
+
+    index: int
+    engine: str
+    mode: str
+    options: BuildOptions  # settings.num_blocks is a placeholder when num_blocks is None
+    source: TraceSource
+    block_size: int
+    num_blocks: int | None
+    warmup: int  # requests that fill the cache first, left out of the figures
+    requests: int  # requests the trace holds (for progress)
+    bound: bool = True  # compute prefix-tui's bound at this point (finite) or the reuse bound
+    ceiling: bool = False
+
+    @property
+    def capacity_tokens(self) -> int | None:
+        return None if self.num_blocks is None else (self.num_blocks - 1) * self.block_size
+
+    @property
+    def label(self) -> str:
+        pool = "inf" if self.num_blocks is None else f"{self.num_blocks:,}"
+        return f"block {self.block_size}, pool {pool}"
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """What one point found. Totals are vLLM's counts at the end and at the end of the
+    warm-up; ``figures`` subtracts them (engine.metrics does every ratio)."""
+
+    index: int
+    num_blocks_run: int  # the pool vLLM was built with (the inf point: sized from the trace)
+    end: Totals
+    warm: Totals
+    status: str = "complete"  # complete | vllm_error | bad_input | failed
+    message: str = ""
+    seconds: float = 0.0
+    bound: BoundCounts | None = None  # farthest-next-use (finite) / reuse bound (inf)
+    vllm_version: str = ""
+
+    @property
+    def totals(self) -> Totals:
+        """The counted part: the end less the warm-up."""
+        return totals_minus(self.end, self.warm)
+
+
+_COUNTED = ("requests", "tokens", "blocks", "blocks_reused", "blocks_new",
+            "sum_request_sharing", "evictions", "not_fitted", "errors", "too_long",
+            "truncated", "queries", "hits", "preempted_queries", "preempted_hits",
+            "preemptions")
+
+
+def totals_minus(a: Totals, b: Totals) -> Totals:
+    """The counts between two points of a replay (vLLM's windowed figures are dropped)."""
+    return Totals(**{f.name: getattr(a, f.name) - getattr(b, f.name)
+                     for f in fields(Totals) if f.name in _COUNTED})
+
+
+def point_row(spec: PointSpec, result: PointResult) -> dict:
+    """A point as --json and --csv write it (stable keys)."""
+    t = result.totals
+    bound = result.bound if spec.num_blocks is not None else None
+    return {
+        "num_gpu_blocks": spec.num_blocks,
+        "num_gpu_blocks_run": result.num_blocks_run,
+        "capacity_tokens": spec.capacity_tokens,
+        "block_size": spec.block_size,
+        "hit_rate": metrics.hit_rate(t),
+        "sharing_fraction": metrics.sharing_fraction(t),
+        "avg_sharing_fraction": metrics.avg_sharing_fraction(t),
+        "evictions": t.evictions,
+        "not_fitted": t.not_fitted,
+        "requests": t.requests,
+        "tokens": t.tokens,
+        "hit_tokens": t.hits,
+        "query_tokens": t.queries,
+        "status": result.status,
+        "message": result.message,
+        "seconds": round(result.seconds, 3),
+        # prefix-tui's, not vLLM's (engine.sweep.bounds)
+        "farthest_next_use_bound_prefix_tui": bound.hit_rate if bound else None,
+    }
+
+
+CSV_KEYS = ("num_gpu_blocks", "num_gpu_blocks_run", "capacity_tokens", "block_size",
+            "hit_rate", "sharing_fraction", "avg_sharing_fraction", "evictions",
+            "not_fitted", "requests", "tokens", "hit_tokens", "query_tokens", "status",
+            "message", "seconds", "farthest_next_use_bound_prefix_tui")
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The ceilings of one block size: vLLM's unbounded pool, prefix-tui's reuse bound."""
+
+    block_size: int
+    unbounded: PointResult | None
+    reuse: BoundCounts | None
+
+    def as_dict(self) -> dict:
+        u = self.unbounded
+        return {
+            "block_size": self.block_size,
+            "unbounded": None if u is None else {
+                "source": "vLLM: its real manager with a pool that never evicts",
+                "num_gpu_blocks_run": u.num_blocks_run,
+                "hit_rate": metrics.hit_rate(u.totals),
+                "sharing_fraction": metrics.sharing_fraction(u.totals),
+                "evictions": u.totals.evictions,
+                "status": u.status,
+            },
+            "reuse_bound": None if self.reuse is None else {
+                "source": "prefix-tui's bound: prompt tokens in full blocks whose whole "
+                          "prefix appeared earlier (no capacity limit, no last-token rule)",
+                "hit_rate": self.reuse.hit_rate,
+                "hit_tokens": self.reuse.hit_tokens,
+                "query_tokens": self.reuse.query_tokens,
+            },
+        }

@@ -1,0 +1,68 @@
+"""The sweep screen, driven by a stand-in executor that reports hand-made points: bars
+fill, rows and the curve appear as points arrive, the bounds are labelled prefix-tui's.
+(The executors themselves are tested against vLLM in tests/test_sweep.py.)"""
+
+from __future__ import annotations
+
+from engine.backends import BuildOptions
+from engine.model import Totals
+from engine.settings import EngineSettings
+from engine.sweep.bounds import BoundCounts
+from engine.sweep.executors import ExecutorChoice
+from engine.sweep.plan import plan_sweep
+from engine.sweep.points import PointResult
+from engine.trace.reader import TraceSource
+from tui.sweep_app import SweepApp
+from tui.widgets.sweep_chart import SweepChart
+
+
+def _plan(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join('{"prompt_token_ids": [1, 2, 3]}\n' for _ in range(10)))
+    return plan_sweep(engine="v1", mode="sequential", options=BuildOptions(EngineSettings()),
+                      source=TraceSource(str(p)), block_sizes=[16],
+                      pools=[100, 1000, None])
+
+
+def _result(index: int, hits: int, bound: int, blocks: int) -> PointResult:
+    end = Totals(requests=10, tokens=1000, blocks=70, blocks_reused=hits // 16,
+                 queries=1000, hits=hits, evictions=5 * (index == 0))
+    return PointResult(index, blocks, end, Totals(), bound=BoundCounts(bound, 1000, 10))
+
+
+def fake_runner(specs, choice, on_result, on_progress, cancel):
+    done = []
+    for spec, (hits, bound, blocks) in zip(specs, [(300, 400, 100), (500, 550, 1000),
+                                                   (600, 700, 4242)]):
+        on_progress(spec.index, "replay", 5, 10)
+        r = _result(spec.index, hits, bound, blocks)
+        on_result(r)
+        done.append(r)
+    return done
+
+
+async def test_sweep_screen_fills_as_points_arrive(tmp_path):
+    app = SweepApp(_plan(tmp_path), ExecutorChoice("local", jobs=1), runner=fake_runner)
+    async with app.run_test(size=(120, 48)) as pilot:
+        screen = app.main
+        for _ in range(200):
+            if screen.finished:
+                break
+            await pilot.pause(0.02)
+        assert screen.finished and len(screen.results) == 3
+        await pilot.pause()
+        table = screen.query_one("#sweep-table")
+        assert table.row_count == 3
+        first = [str(c) for c in table.get_row_at(0)]
+        assert first[3] == "30.00 %" and first[4] == "40.00 %"
+        last = [str(c) for c in table.get_row_at(2)]
+        assert last[1] == "inf (4,242)" and last[4] == "–"  # inf has no farthest-next-use bound
+        chart = screen.query_one(SweepChart)
+        lines = [chart.render_line(y).text for y in range(chart.size.height)]
+        text = "\n".join(lines[1:])  # below the legend
+        assert "bound (prefix-tui's)" in lines[0] and "reuse bound (prefix-tui's)" in lines[0]
+        assert text.count("●") == 2 and text.count("×") == 2  # the two finite points
+        assert "─" in text and "┄" in text  # unbounded 60 %, reuse bound 70 %
+        assert all(screen.query_one(f"#bar-{i}").percentage == 1.0 for i in range(3))
+        await pilot.press("q")
+    assert app.main.cancel.is_set()
