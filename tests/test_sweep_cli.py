@@ -1,0 +1,47 @@
+"""`prefix-tui sweep`'s bad input: one line on stderr, exit 2, before any point runs and
+without touching existing files."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.cli import main
+
+
+@pytest.fixture
+def trace(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"prompt_token_ids": [1, 2, 3]}\n')
+    return str(p)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--num-gpu-blocks-override", "10,x"], "--num-gpu-blocks-override: 'x' is not a number"),
+    (["--num-gpu-blocks-override", "10", "--capacity-tokens", "1e6"], "not both"),
+    (["--block-size", "16,inf"], "--block-size: 'inf' is not allowed"),
+    (["--capacity-tokens", "8"], "a pool of 1 blocks"),
+    (["--warmup-fraction", "1.5"], "--warmup-fraction must be in [0, 1)"),
+    (["--engine", "v0"], "sweep runs vLLM V1"),
+    (["--ray-address", "x:1"], "--ray-address goes with --executor ray"),
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--block-size", "0"], "must be a whole number >= 1"),
+])
+def test_bad_flags_are_one_line(trace, capsys, flags, words):
+    assert main(["sweep", trace, *flags]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_existing_output_is_refused_and_kept(trace, tmp_path, capsys):
+    out = tmp_path / "s.json"
+    out.write_text("keep me")
+    assert main(["sweep", trace, "--json", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+    assert main(["sweep", trace, "--csv", trace, "--force"]) == 2
+    assert "is the input trace" in capsys.readouterr().err
+
+
+def test_missing_trace(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "nope.jsonl")]) == 2
+    assert "nope.jsonl" in capsys.readouterr().err
