@@ -124,3 +124,11 @@ def test_count_requests_skips_blank_lines_and_stops_at_max(tmp_path):
     p.write_text('{"prompt_token_ids": [1]}\n\n  \n{"prompt_token_ids": [2]}\n')
     assert count_requests(TraceSource(str(p))) == 2
     assert count_requests(TraceSource(str(p), max_requests=1)) == 1
+
+
+def test_count_requests_reads_a_compressed_trace(tmp_path):
+    import gzip
+
+    p = tmp_path / "t.jsonl.gz"
+    p.write_bytes(gzip.compress(b'{"prompt_token_ids": [1]}\n\n{"prompt_token_ids": [2]}\n'))
+    assert count_requests(TraceSource(str(p))) == 2

@@ -12,22 +12,21 @@ from engine.backends import BuildOptions
 from engine.errors import UserError
 from engine.export import SCHEMA_VERSION
 from engine.sweep.points import CSV_KEYS, Ceiling, PointResult, PointSpec, point_row
+from engine.trace.opener import open_trace
 from engine.trace.reader import TraceSource
 
 
 def count_requests(source: TraceSource) -> int:
-    """Requests in the trace (non-blank lines, up to --max-requests), for progress and
-    the warm-up; read fast, without parsing (a bad line is the replay's to report)."""
+    """Requests in the trace (non-blank lines, decompressed, up to --max-requests), for
+    progress and the warm-up; read fast, without parsing (a bad line is the replay's to
+    report)."""
     n = 0
-    try:
-        with open(source.path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    n += 1
-                    if source.max_requests is not None and n >= source.max_requests:
-                        break
-    except OSError as exc:
-        raise UserError(f"{source.path}: {exc.strerror or exc}") from None
+    with open_trace(source.path) as f:
+        for _lineno, raw in f.lines():
+            if raw.strip():
+                n += 1
+                if source.max_requests is not None and n >= source.max_requests:
+                    break
     return n
 
 
