@@ -24,6 +24,7 @@ def trace(tmp_path):
     (["--engine", "v0"], "sweep runs vLLM V1"),
     (["--ray-address", "x:1"], "--ray-address goes with --executor ray"),
     (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--hf-config", "x.json"], "--hf-config (hybrid KV layouts) is not supported"),
     (["--block-size", "0"], "must be a whole number >= 1"),
 ])
 def test_bad_flags_are_one_line(trace, capsys, flags, words):

@@ -76,6 +76,10 @@ def sweep_parser() -> argparse.ArgumentParser:
 def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     if args.engine != "v1":
         raise UserError("sweep runs vLLM V1 (--engine v1)")
+    if getattr(args, "hf_config", None):
+        # The never-evicting pool's size and prefix-tui's bounds assume one full-attention
+        # group; a hybrid layout's groups share the pool differently.
+        raise UserError("sweep: --hf-config (hybrid KV layouts) is not supported yet")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be >= 1 (got {args.jobs})")
     if args.ray_address and args.executor != "ray":
