@@ -202,3 +202,15 @@ def test_bad_event_flags_are_one_line_before_vllm_loads(tmp_path, capsys, extra,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert existing.read_text() == "keep me\n" and trace.read_text().startswith("{")
+
+
+def test_the_publisher_internals_serve_events_reads_are_there():
+    from vllm.distributed.kv_events import ZmqEventPublisher
+
+    from engine.backends.vllm_v1.internals import check_publisher
+
+    pub = ZmqEventPublisher(0, endpoint="inproc://prefix-tui-publisher-check")
+    try:
+        assert check_publisher(pub) == []
+    finally:
+        pub.shutdown()

@@ -22,7 +22,8 @@ def _main_parser() -> argparse.ArgumentParser:
         prog="prefix-tui",
         description="Replay a request trace against vLLM's real KV-cache block manager.",
         epilog="Other commands: `prefix-tui gen --help`, `prefix-tui compare --help`, "
-               "`prefix-tui sweep --help`.",
+               "`prefix-tui sweep --help`, `prefix-tui attach --help`, "
+               "`prefix-tui events --help`.",
     )
     p.add_argument("trace", help="trace file: native JSONL or Mooncake JSONL")
     p.add_argument("--headless", action="store_true", help="replay it all and print the report")
@@ -75,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             from tui.sweep_cli import run_sweep, sweep_parser
 
             return run_sweep(sweep_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "attach":
+            from tui.attach_cli import attach_parser, run_attach
+
+            return run_attach(attach_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "events":
+            from tui.events_cli import events_parser, run_events
+
+            return run_events(events_parser().parse_args(argv[1:]))
         if argv and argv[0] == "compare":
             from tui.compare import parse_modes, run_compare
 

@@ -18,6 +18,7 @@ from engine.replay.protocol import Pacing, View
 from engine.settings import EngineSettings, ServeSettings, V0Settings
 
 if TYPE_CHECKING:
+    from engine.kvevents.model import DecodedBatch
     from engine.replay.protocol import Backend
 
 
@@ -108,6 +109,14 @@ REGISTRY: dict[tuple[str, str], BackendEntry] = {
 }
 ENGINES = tuple(dict.fromkeys(e for e, _m in REGISTRY))
 MODES = tuple(dict.fromkeys(m for _e, m in REGISTRY))
+
+
+def event_decoder(json: bool = False) -> Callable[[bytes], DecodedBatch]:
+    """The adapter's KV event decoder, vLLM's own classes behind it (slow: imports vLLM):
+    a vLLM ZMQ payload (msgpack), or a --export-events line (``json``), to a DecodedBatch."""
+    from engine.backends.vllm_v1.kvdecode import BatchDecoder
+
+    return BatchDecoder(json=json).decode
 
 
 def lookup(engine: str = "v1", mode: str = "sequential") -> BackendEntry:

@@ -75,7 +75,7 @@ def add_event_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_endpoint(flag: str, endpoint: str) -> None:
+def check_endpoint(flag: str, endpoint: str) -> None:
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         raise UserError(f"{flag} {endpoint}: not a ZMQ endpoint (tcp://HOST:PORT, ipc://PATH)")
     if endpoint.startswith("tcp://"):
@@ -105,11 +105,11 @@ def events_out_from_args(args: argparse.Namespace, inputs: tuple[str, ...] = ()
         check_writable(path, force, inputs)
         check_writable(meta_path(path), force, inputs)
     if serve is not None:
-        _check_endpoint("--serve-events", serve)
+        check_endpoint("--serve-events", serve)
     if replay is not None:
         if serve is None:
             raise UserError("--serve-events-replay goes with --serve-events")
-        _check_endpoint("--serve-events-replay", replay)
+        check_endpoint("--serve-events-replay", replay)
     if linger is not None and not 0 <= linger <= 86400:
         raise UserError(f"--serve-events-linger {linger}: expected 0 to 86400 seconds")
     return EventsOut(

@@ -225,6 +225,16 @@ def check_scheduler(sched: Any, probe_request: Any, runner_output_cls: Any) -> l
     return problems
 
 
+def check_publisher(publisher: Any) -> list[str]:
+    """What --serve-events reads from vLLM's ZmqEventPublisher."""
+    try:
+        if not isinstance(PublisherInternals.queued(publisher), int):
+            return ["ZmqEventPublisher._event_queue.qsize() is not an int"]
+    except (AttributeError, TypeError) as exc:
+        return [f"{type(exc).__name__}: {exc}"]
+    return []
+
+
 def ensure(problems: list[str], what: str, version: str, tested: str) -> None:
     """Raise AdapterMismatch naming the installed vLLM when a check found problems."""
     if problems:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import tempfile
 import threading
 import time
@@ -25,13 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from engine.backends.vllm_v1.imports import INT_HASHES_ENV, V
+from engine.backends.vllm_v1.imports import INT_HASHES_ENV, TESTED_VLLM_VERSION, V
 from engine.errors import UserError
+from engine.kvevents.frames import write_message
 from engine.kvevents.options import EventsFormat, EventsOut, meta_path
 from engine.model import StepRecord
 
 _LOW64 = (1 << 64) - 1
-FRAME_LENGTH = struct.Struct(">I")  # --export-events-format msgpack: each frame's length
 DATA_PARALLEL_RANK = 0  # what vLLM's ZmqEventPublisher stamps on a rank-0 engine's batches
 
 
@@ -118,10 +117,7 @@ class _FileSink:
         if self.format is EventsFormat.JSONL:
             self._fh.write(payload + b"\n")
         else:
-            pack = FRAME_LENGTH.pack
-            seq = self.seq.to_bytes(8, "big")
-            self._fh.write(b"".join((pack(len(topic)), topic, pack(8), seq,
-                                     pack(len(payload)), payload)))
+            write_message(self._fh, (topic, self.seq.to_bytes(8, "big"), payload))
         self.seq += 1
 
     def close(self, meta: dict) -> None:
@@ -178,6 +174,14 @@ class _ZmqSink:
             )
         except zmq.ZMQError as exc:
             raise UserError(f"--serve-events {endpoint}: {exc}") from None
+        from engine.backends.vllm_v1.internals import check_publisher, ensure
+
+        try:
+            ensure(check_publisher(self.publisher), "ZmqEventPublisher", V.version,
+                   TESTED_VLLM_VERSION)
+        except UserError:
+            self.publisher.shutdown()
+            raise
         self.linger_s = linger_s
 
     def publish(self, batch: Any, topic: bytes) -> None:
@@ -187,13 +191,15 @@ class _ZmqSink:
         from engine.backends.vllm_v1.internals import PublisherInternals
 
         # shutdown() gives its thread one second; a long replay can queue more than that.
-        deadline = time.monotonic() + self.DRAIN_TIMEOUT_S
-        while PublisherInternals.queued(self.publisher) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.linger_s > 0:
-            # Subscribers that saw a gap at the end ask the replay endpoint meanwhile.
-            threading.Event().wait(self.linger_s)
-        self.publisher.shutdown()
+        try:
+            deadline = time.monotonic() + self.DRAIN_TIMEOUT_S
+            while PublisherInternals.queued(self.publisher) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self.linger_s > 0:
+                # Subscribers that saw a gap at the end ask the replay endpoint meanwhile.
+                threading.Event().wait(self.linger_s)
+        finally:
+            self.publisher.shutdown()
 
     def abandon(self) -> None:
         self.publisher.shutdown()
