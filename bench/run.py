@@ -6,7 +6,8 @@ import importlib
 import sys
 
 BENCHES = ("bench.replay_bench", "bench.tui_bench", "bench.serve_bench", "bench.serve_loop_bench",
-           "bench.huge_bench", "bench.json_memory_bench", "bench.sweep_bench")
+           "bench.huge_bench", "bench.json_memory_bench", "bench.sweep_bench",
+           "bench.kv_events_bench")
 
 
 def main() -> int:

@@ -53,6 +53,20 @@ def test_a_stream_read_back_counts_copies_per_hash(tmp_path):
     assert (tree.root, tree.blocks, tree.depth) == (1, 3, 3)
 
 
+def test_the_prefix_tree_shows_the_biggest_branches():
+    from engine.kvevents.model import DecodedBatch
+    from engine.model import EventKind, KVEvent
+
+    S = EventKind.STORED
+    state = CacheState()
+    # 1-2-3, then 4-5 and 6 branch off 1 and 2; 7 is a tree of its own.
+    state.apply(DecodedBatch(0.0, (KVEvent(S, (1, 2, 3)), KVEvent(S, (4, 5), 1),
+                                   KVEvent(S, (6,), 2), KVEvent(S, (7,)))))
+    rows = [(level, p.root, p.blocks, p.depth) for level, p in state.tree()]
+    assert rows == [(0, 1, 6, 3), (1, 2, 3, 2), (2, 3, 1, 1), (2, 6, 1, 1), (1, 4, 2, 2),
+                    (0, 7, 1, 1)]
+
+
 def test_broken_files_are_counted_with_where_not_fatal(tmp_path, capsys):
     good = [msgspec.json.encode(b) for b in _batches()]
     path = tmp_path / "bad.jsonl"
@@ -105,6 +119,8 @@ async def test_the_attach_view_draws_a_file(tmp_path):
         header = str(screen.query_one("#live-header").render())
         figures = str(screen.query_one("#live-figures").render())
         log = str(screen.query_one("#live-log").render())
+        tree = str(screen.query_one("#live-prefixes").render())
     assert "end of file" in header and "hashes int" in header
     assert "cached" in figures and "3 hashes, 3 blocks" in figures
     assert "#" not in log and "removed 1" in log and "stored 3" in log
+    assert tree == "000000000001  3 blocks (100.0 %), depth 3"  # one chain: 1 -> 2 -> 3

@@ -214,3 +214,26 @@ def test_the_publisher_internals_serve_events_reads_are_there():
         assert check_publisher(pub) == []
     finally:
         pub.shutdown()
+
+
+async def test_the_inspector_exports_what_its_records_show(tmp_path):
+    """The inspector's replay (detail on) writes the same events its records carry."""
+    import msgspec
+    from vllm.distributed.kv_events import KVEventBatch
+
+    from engine.backends.vllm_v1.kvstream import external_hash
+    from engine.model import EventKind
+    from tests.test_tui_support import CHAT, chat_trace, wait_until
+    from tui.app import InspectorApp
+
+    path = tmp_path / "insp.jsonl"
+    options = BuildOptions(CHAT, events=EventsOut(export_path=str(path), int_hashes=True))
+    app = InspectorApp(None, lookup("v1", "sequential"), options, requests=chat_trace())
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.main.feed.replay_done and path.exists())
+        records = list(app.main.feed.records)
+    shown = [(ev.kind.value, external_hash(h, True)) for r in records for ev in r.events
+             if ev.kind is not EventKind.CLEARED for h in ev.block_hashes]
+    batches = [msgspec.json.decode(x, type=KVEventBatch) for x in path.read_bytes().splitlines()]
+    assert _flat(batches) == shown and shown
+    assert json.loads(meta_path(path).read_text())["status"] == "complete"

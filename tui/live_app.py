@@ -19,7 +19,7 @@ from tui.screens.live import UPDATE_S, LiveScreen, MetricsView, Source
 
 Post = Callable[[LiveFigures, MetricsView | None], None]
 METRICS_EVERY_S = 2.0
-PREFIXES_EVERY_S = 2.0  # the prefix trees walk every cached hash: not at every update
+TREE_EVERY_S = 2.0  # the prefix tree walks every cached hash: not at every update
 
 
 class LiveApp(App[int]):
@@ -45,8 +45,8 @@ def attach_source(settings: AttachSettings, metrics_url: str | None = None) -> S
         last_metrics: PrefixCacheCounters | None = None
         metrics: MetricsView | None = None
         next_metrics = 0.0
-        prefixes_at = 0.0
-        prefixes = ()
+        tree_at = 0.0
+        tree = ()
         try:
             while not stop.is_set():
                 sub.poll(UPDATE_S)
@@ -57,11 +57,11 @@ def attach_source(settings: AttachSettings, metrics_url: str | None = None) -> S
                     metrics = MetricsView(counters, interval_rate(last_metrics, counters))
                     if not counters.error:
                         last_metrics = counters
-                if now >= prefixes_at:
-                    prefixes_at = now + PREFIXES_EVERY_S
-                    prefixes = tuple(state.prefixes(10))
-                post(live_figures(state, now=now, silent_for_s=sub.silent_for(),
-                                  prefixes=prefixes), metrics)
+                if now >= tree_at:
+                    tree_at = now + TREE_EVERY_S
+                    tree = tuple(state.tree())
+                post(live_figures(state, now=now, silent_for_s=sub.silent_for(), tree=tree),
+                     metrics)
         finally:
             sub.close()
 

@@ -94,14 +94,18 @@ class Subscriber:
 
     # -- the live stream -------------------------------------------------------------------------
     def poll(self, timeout_s: float) -> int:
-        """Handle every message that arrives within ``timeout_s`` (returns at the first
-        quiet moment after one). Returns the messages handled."""
+        """Handle the messages that arrive within ``timeout_s``: returns at the first quiet
+        moment after one, or once ``timeout_s`` has passed while they keep coming (so a
+        caller under a flood still gets to draw and to stop). Returns the messages handled."""
         assert self._sub is not None, "open() first"
         handled = 0
+        deadline = self.clock() + timeout_s
         wait_ms = int(timeout_s * 1000)
         while self._sub.poll(wait_ms):
             self._handle(self._sub.recv_multipart())
             handled += 1
+            if self.clock() >= deadline:
+                break
             wait_ms = 0
         return handled
 

@@ -201,9 +201,9 @@ class CacheState:
         r = sum(r[2] for r in self._rates if start <= r[0] < int(now))
         return s / seconds, r / seconds
 
-    def prefixes(self, limit: int = 10) -> list[Prefix]:
-        """The cached prefix trees with the most blocks: which prompts dominate the cache.
-        A root is a cached hash whose parent is not cached (or has none)."""
+    def _forest(self) -> tuple[Counter, dict, list]:
+        """(copies per cached hash, children of each, roots): a root is a cached hash whose
+        parent is not cached (or that has none)."""
         copies: Counter[Hash] = Counter()
         for (_g, _m, h), n in self.cached.items():
             copies[h] += n
@@ -211,22 +211,60 @@ class CacheState:
         roots: list[Hash] = []
         for h in copies:
             p = self.parent.get(h)
-            if p is not None and p in copies:
+            if p is not None and p in copies and p != h:
                 children.setdefault(p, []).append(h)
             else:
                 roots.append(h)
-        out: list[Prefix] = []
+        return copies, children, roots
+
+    def _sizes(self, copies: Counter, children: dict, roots: list) -> dict:
+        """Cached blocks and depth under every node: {hash: (blocks, depth)}."""
+        sizes: dict[Hash, tuple[int, int]] = {}
         for root in roots:
-            blocks = depth = 0
-            stack = [(root, 1)]
-            while stack:
-                h, d = stack.pop()
-                blocks += copies[h]
-                depth = max(depth, d)
-                stack.extend((c, d + 1) for c in children.get(h, ()))
-            out.append(Prefix(root, blocks, depth))
+            order: list[Hash] = []
+            stack = [root]
+            while stack:  # iterative: a long chain is thousands deep
+                h = stack.pop()
+                if h in sizes or h in order:
+                    continue
+                order.append(h)
+                stack.extend(children.get(h, ()))
+            for h in reversed(order):
+                kids = [sizes[c] for c in children.get(h, ()) if c in sizes]
+                sizes[h] = (copies[h] + sum(b for b, _d in kids),
+                            1 + max((d for _b, d in kids), default=0))
+        return sizes
+
+    def prefixes(self, limit: int = 10) -> list[Prefix]:
+        """The cached prefix trees with the most blocks: which prompts dominate the cache."""
+        copies, children, roots = self._forest()
+        sizes = self._sizes(copies, children, roots)
+        out = [Prefix(r, *sizes[r]) for r in roots]
         out.sort(key=lambda p: (-p.blocks, -p.depth))
         return out[:limit]
+
+    def tree(self, roots: int = 5, fanout: int = 3, levels: int = 4) -> list[tuple[int, Prefix]]:
+        """The top of the prefix forest as (level, subtree) rows: the biggest trees, and
+        under each its biggest branches, as deep as ``levels``. A chain without branching
+        is one row (its depth says how long)."""
+        copies, children, root_list = self._forest()
+        sizes = self._sizes(copies, children, root_list)
+        rows: list[tuple[int, Prefix]] = []
+
+        def walk(h: Hash, level: int) -> None:
+            rows.append((level, Prefix(h, *sizes[h])))
+            # Follow a chain down to where it branches.
+            kids = children.get(h, [])
+            while len(kids) == 1:
+                kids = children.get(kids[0], [])
+            if level + 1 >= levels:
+                return
+            for c in sorted(kids, key=lambda k: -sizes[k][0])[:fanout]:
+                walk(c, level + 1)
+
+        for r in sorted(root_list, key=lambda k: (-sizes[k][0], -sizes[k][1]))[:roots]:
+            walk(r, 0)
+        return rows
 
     def forget_unreferenced(self) -> None:
         """Drop chain links of hashes no longer cached (a long attach stays bounded)."""

@@ -67,7 +67,7 @@ class LiveFigures:
     by_group_medium: tuple[tuple[int | None, str | None, int], ...]
     stored_per_s: float
     removed_per_s: float
-    prefixes: tuple[Prefix, ...]
+    tree: tuple[tuple[int, Prefix], ...]  # (level, subtree): CacheState.tree()
     log: tuple[LogEntry, ...]  # the newest last
     gaps: tuple[Gap, ...]
     missed_batches: int
@@ -82,8 +82,9 @@ class LiveFigures:
 
 
 def live_figures(state: CacheState, *, now: float, silent_for_s: float, done: bool = False,
-                 log_lines: int = 200, prefixes: tuple[Prefix, ...] | None = None
+                 log_lines: int = 200, tree: tuple[tuple[int, Prefix], ...] | None = None
                  ) -> LiveFigures:
+    """``tree``: a prefix tree computed earlier (it walks every cached hash), else now."""
     stored_s, removed_s = state.rates(now)
     log = tuple(state.log)[-log_lines:]
     return LiveFigures(
@@ -91,7 +92,7 @@ def live_figures(state: CacheState, *, now: float, silent_for_s: float, done: bo
         cleared=state.cleared, cached_now=state.cached_now, cached_blocks=state.cached_blocks,
         by_group_medium=tuple((g, m, n) for (g, m), n in state.by_group_medium().items()),
         stored_per_s=stored_s, removed_per_s=removed_s,
-        prefixes=tuple(state.prefixes(10)) if prefixes is None else prefixes,
+        tree=tuple(state.tree()) if tree is None else tree,
         log=log, gaps=tuple(state.gaps[-20:]), missed_batches=state.missed_batches,
         recovered_batches=state.recovered_batches, history_batches=state.history_batches,
         problems=replace(state.problems), errors=tuple(state.errors)[-5:],

@@ -104,7 +104,7 @@ class LiveScreen(Screen):
     def on_mount(self) -> None:
         for pane, title in (("figures", "stream"), ("groups", "cached now, by group / medium"),
                             ("gaps", "gaps and problems"),
-                            ("prefixes", "cached prefix trees (most blocks first)"),
+                            ("prefixes", "cached prefix tree: biggest trees and branches"),
                             ("log", "event log (newest last)")):
             self.query_one(f"#live-{pane}").border_title = title
         self._draw()
@@ -199,15 +199,17 @@ class LiveScreen(Screen):
         return t
 
     def _prefixes_text(self, f: LiveFigures) -> Text:
-        if not f.prefixes:
+        if not f.tree:
             return Text("no cached chains yet", style="dim")
         total = max(f.cached_blocks, 1)
         t = Text()
-        for i, p in enumerate(f.prefixes):
+        for i, (level, p) in enumerate(f.tree):
             if i:
                 t.append("\n")
-            t.append(f"{short_hash(p.root)}  {p.blocks:>8,} blocks ({100 * p.blocks / total:5.1f} %)"
-                     f"  depth {p.depth:,}")
+            lead = "  " * level + ("└ " if level else "")
+            t.append(f"{lead}{short_hash(p.root)}  {p.blocks:,} blocks "
+                     f"({100 * p.blocks / total:.1f} %), depth {p.depth:,}",
+                     style="bold" if level == 0 else "")
         return t
 
     def _log_text(self, f: LiveFigures) -> Text:
