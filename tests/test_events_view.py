@@ -123,4 +123,4 @@ async def test_the_attach_view_draws_a_file(tmp_path):
     assert "end of file" in header and "hashes int" in header
     assert "cached" in figures and "3 hashes, 3 blocks" in figures
     assert "#" not in log and "removed 1" in log and "stored 3" in log
-    assert tree == "000000000001  3 blocks (100.0 %), depth 3"  # one chain: 1 -> 2 -> 3
+    assert tree == "0000000000000001  3 blocks (100.0 %), depth 3"  # one chain: 1 -> 2 -> 3

@@ -60,9 +60,9 @@ Source = Callable[[Callable[[LiveFigures, MetricsView | None], None], threading.
 def short_hash(h: bytes | int | None) -> str:
     if h is None:
         return "-"
-    if isinstance(h, int):
-        return f"{h & ((1 << 64) - 1):016x}"[:12]
-    return h.hex()[:12]
+    if isinstance(h, int):  # vLLM's int hashes are 64 bits: all 16 hex digits
+        return f"{h & ((1 << 64) - 1):016x}"
+    return h.hex()[:16]
 
 
 def _rate(x: float | None) -> str:
