@@ -48,6 +48,9 @@ def request_row(r: RequestResult) -> dict:
         "finish_time_s": r.finish_time_s,
         # several KV cache groups (--hf-config): per group, in settings.kv_cache_groups' order
         **({"groups": [g._asdict() for g in r.groups]} if r.groups else {}),
+        # serve mode, vLLM's prefill_stats: hit_tokens = gpu_hit_tokens + cpu_hit_tokens
+        "gpu_hit_tokens": r.gpu_hit_tokens,
+        "cpu_hit_tokens": r.cpu_hit_tokens,
     }
 
 

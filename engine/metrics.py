@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from engine.layout_metrics import by_group_list, group_sums
-from engine.model import Outcome, RequestResult, ServeSummary, Totals
+from engine.model import Outcome, RequestResult, ServeSummary, TierSummary, Totals
 
 
 def ratio(num: float, den: float) -> float:
@@ -126,6 +126,7 @@ SEC_REUSE = "Block reuse statistics"
 SEC_HITS = "Cache hit rate (vLLM PrefixCacheStats)"
 SEC_HITS_V0 = "Cache hit rate (vLLM V0: num_cached_tokens)"
 SEC_SERVE = "Serve mode (vLLM Scheduler)"
+SEC_TIER = "CPU offloading tier (vLLM OffloadingConnector)"
 
 
 def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
@@ -189,7 +190,59 @@ def figures(t: Totals, serve: ServeSummary | None = None) -> list[Figure]:
             Figure(SEC_SERVE, "mean_ttft_s", "Mean time to first token (simulated)",
                    mean_ttft(serve), Unit.SECONDS),
         ]
+        if serve.tier is not None:
+            out += tier_figures(t, serve.tier)
     return out
+
+
+def cpu_hit_rate(t: Totals) -> float:
+    """vLLM's external prefix-cache hit rate: tokens loaded from the CPU tier over tokens
+    queried past the GPU hit (external_prefix_cache_hits / _queries)."""
+    return ratio(t.external_hits, t.external_queries)
+
+
+def cached_rate(t: Totals) -> float:
+    """Prompt tokens cached in either tier (GPU hits + CPU-tier hits) over tokens queried."""
+    return ratio(t.hits + t.host_hits, t.queries)
+
+
+def tier_figures(t: Totals, tier: TierSummary) -> list[Figure]:
+    C, R = Unit.COUNT, Unit.RATIO
+    return [
+        Figure(SEC_TIER, "cpu_blocks", "CPU blocks (vLLM's chunks) / GiB",
+               f"{tier.num_blocks:,} / {tier.size_gib:.6g} GiB "
+               f"({tier.bytes_per_block:,} B a block)", Unit.TEXT),
+        Figure(SEC_TIER, "cpu_policy", "Eviction policy / stand-in latency",
+               f"{tier.eviction_policy} / {tier.latency} iterations", Unit.TEXT),
+        Figure(SEC_TIER, "gpu_hit_tokens", "GPU hit tokens / queried", t.hits, C,
+               second=t.queries),
+        Figure(SEC_TIER, "cpu_hit_tokens", "CPU-tier hit tokens / queried past the GPU hit",
+               t.host_hits, C, second=t.external_queries),
+        Figure(SEC_TIER, "cpu_hit_rate", "CPU-tier hit rate (vLLM external prefix cache)",
+               cpu_hit_rate(t), R),
+        Figure(SEC_TIER, "cached_rate", "Prompt tokens cached, GPU + CPU", cached_rate(t), R),
+        Figure(SEC_TIER, "cpu_jobs", "Jobs started: loads / stores", tier.load_jobs, C,
+               second=tier.store_jobs),
+        Figure(SEC_TIER, "cpu_jobs_finished", "Jobs reported finished (once each) / started",
+               tier.jobs_finished, C, second=tier.jobs_started),
+        Figure(SEC_TIER, "cpu_blocks_moved", "Blocks loaded / stored", tier.blocks_loaded, C,
+               second=tier.blocks_stored),
+        Figure(SEC_TIER, "cpu_bytes_moved", "Bytes loaded / stored (vLLM's counters)",
+               tier.bytes_loaded, C, second=tier.bytes_stored),
+        Figure(SEC_TIER, "cpu_evictions", "CPU-tier evictions (BlockRemoved, medium CPU)",
+               tier.cpu_removed_hashes, C),
+        Figure(SEC_TIER, "cpu_peak_stored", "Peak CPU blocks holding KV", tier.peak_stored, C,
+               share=ratio(tier.peak_stored, tier.num_blocks)),
+    ]
+
+
+def tier_dict(t: Totals, tier: TierSummary) -> dict:
+    """``status.serve.tier`` of the --json export."""
+    return {
+        **{k: getattr(tier, k) for k in tier.__dataclass_fields__},
+        "cpu_hit_rate": cpu_hit_rate(t),
+        "cached_rate": cached_rate(t),
+    }
 
 
 def totals_dict(t: Totals) -> dict:
@@ -214,6 +267,12 @@ def totals_dict(t: Totals) -> dict:
         "preemptions": t.preemptions,
         "preempted_hit_tokens": t.preempted_hits,
         "preempted_query_tokens": t.preempted_queries,
+        # The GPU prefix cache's hits (vLLM's PrefixCacheStats, as hit_tokens) and the CPU
+        # offloading tier's (its connector stats' hits_by_source "host"; 0 without a tier).
+        "gpu_hit_tokens": t.hits,
+        "cpu_hit_tokens": t.host_hits,
+        "external_query_tokens": t.external_queries,
+        "external_hit_tokens": t.external_hits,
         **({"v0_hit_rate": t.v0_hit_rate} if t.v0_hit_rate is not None else {}),
         **({"by_group": by_group_list(t)} if t.group_hit_blocks else {}),
     }
@@ -255,6 +314,7 @@ def serve_dict(s: ServeSummary, t: Totals) -> dict:
         "delayed_turns": s.delayed_turns,
         "mean_queue_wait_s": mean_queue_wait(s),
         "mean_ttft_s": mean_ttft(s),
+        **({"tier": tier_dict(t, s.tier)} if s.tier is not None else {}),
     }
 
 

@@ -112,6 +112,7 @@ class BlockState(str, Enum):
     # Sliding window / chunked local attention: vLLM put its null block here (the tokens
     # are outside the window: never looked up, or freed by remove_skipped_blocks).
     SKIPPED = "skipped"
+    HIT_CPU = "hit_cpu"  # serve mode: loaded back from vLLM's CPU offloading tier
 
     @property
     def letter(self) -> str:
@@ -119,7 +120,7 @@ class BlockState(str, Enum):
 
     @property
     def is_hit(self) -> bool:
-        return self in (BlockState.HIT_FREE, BlockState.HIT_SHARED)
+        return self in (BlockState.HIT_FREE, BlockState.HIT_SHARED, BlockState.HIT_CPU)
 
 
 _LETTERS = {
@@ -131,6 +132,7 @@ _LETTERS = {
     BlockState.RECOMPUTED: "R",
     BlockState.HELD: "=",
     BlockState.SKIPPED: "-",
+    BlockState.HIT_CPU: "L",
 }
 
 
@@ -250,6 +252,11 @@ class RequestResult:
     finish_time_s: float | None = None
     # Per KV cache group (sequential mode with several groups; empty otherwise).
     groups: tuple[GroupHit, ...] = ()
+    # Serve mode, from vLLM's prefill_stats (None until vLLM reported them): prompt
+    # tokens hit in the GPU prefix cache and loaded from the CPU offloading tier; their
+    # sum is vLLM's num_cached_tokens (hit_tokens).
+    gpu_hit_tokens: int | None = None
+    cpu_hit_tokens: int | None = None
 
     @property
     def request_id(self) -> str:
@@ -308,6 +315,11 @@ class Totals:
     preempted_queries: int = 0
     preempted_hits: int = 0
     preemptions: int = 0
+    # vLLM's connector PrefixCacheStats (serve mode with a CPU offloading tier): tokens
+    # queried past the GPU hit, hit there, and of those hits_by_source "host" (the CPU tier).
+    external_queries: int = 0
+    external_hits: int = 0
+    host_hits: int = 0
     # vLLM V0's own get_prefix_cache_hit_rate() (full blocks queried by the allocator), as
     # V0 returns it; None on V1, which has no such figure.
     v0_hit_rate: float | None = None
@@ -371,6 +383,33 @@ class V0Part:
     error_hash: bytes | None = None
 
 
+# TierPart.cells: one byte per CPU block (vLLM's CPUOffloadingManager chunk states).
+CPU_FREE, CPU_EVICTABLE, CPU_WRITE_PENDING, CPU_LOADING = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class TierPart:
+    """vLLM's CPU offloading tier at the end of one serve iteration: its manager's counts
+    and what the connector's jobs did this iteration."""
+
+    num_blocks: int  # CPU blocks (vLLM's chunks)
+    stored: int  # blocks holding KV (evictable + write-pending + loading)
+    evictable: int  # ref count 0: may be evicted for a new store
+    write_pending: int  # a store job still in flight
+    loads_started: int = 0
+    stores_started: int = 0
+    loads_finished: int = 0
+    stores_finished: int = 0
+    blocks_loaded: int = 0  # GPU blocks the finished load jobs filled
+    blocks_stored: int = 0
+    in_flight: int = 0  # jobs started and not yet reported finished
+    cells: bytes = b""  # with detail: each CPU block's state (CPU_*)
+
+    @property
+    def loading(self) -> int:
+        return self.stored - self.evictable - self.write_pending
+
+
 @dataclass(frozen=True, slots=True)
 class StepRecord:
     index: int
@@ -389,6 +428,7 @@ class StepRecord:
     note: str = ""
     serve: ServePart | None = None
     v0: V0Part | None = None
+    tier: TierPart | None = None  # serve mode with vLLM's CPU offloading tier
 
     @property
     def request(self) -> RequestResult | None:
@@ -448,6 +488,31 @@ class ServeSummary:
     timed: int = 0  # finished requests whose first-token time is known
     queue_wait_sum_s: float = 0.0  # over those: arrival to first scheduled
     ttft_sum_s: float = 0.0  # over those: arrival to first output token
+    tier: TierSummary | None = None  # vLLM's CPU offloading tier, when on
+
+
+@dataclass(frozen=True, slots=True)
+class TierSummary:
+    """vLLM's CPU offloading tier over a serve run. Counts from vLLM's connector stats,
+    its CPU manager and its KV events; the policy and latency as configured."""
+
+    num_blocks: int
+    size_gib: float  # vLLM's kv_offloading_size
+    bytes_per_block: int  # what one CPU block costs vLLM (page-rounded)
+    eviction_policy: str
+    latency: int  # stand-in iterations per job
+    jobs_started: int = 0
+    jobs_finished: int = 0
+    load_jobs: int = 0
+    store_jobs: int = 0
+    blocks_loaded: int = 0
+    blocks_stored: int = 0
+    bytes_loaded: int = 0  # vLLM's kv_offload_load_bytes counter
+    bytes_stored: int = 0  # vLLM's kv_offload_store_bytes counter
+    cpu_stored_hashes: int = 0  # BlockStored events with medium CPU
+    cpu_removed_hashes: int = 0  # BlockRemoved events with medium CPU (tier evictions)
+    peak_stored: int = 0  # most CPU blocks holding KV at the end of an iteration
+    peak_usage: float = 0.0  # vLLM's kv_offload_cpu_cache_usage_perc gauge, highest seen
 
 
 def removed_count(events: tuple[KVEvent, ...] | list[KVEvent]) -> int:

@@ -9,6 +9,7 @@ from engine.errors import UserError
 from engine.backends import ENGINES, MODES, BackendEntry, BuildOptions, lookup
 from engine.kvevents.options import events_out_from_args
 from engine.trace import formats as trace_formats
+from engine.tier_options import TIER_FLAGS, add_tier_arguments, tier_from_args
 from engine.trace.reader import TraceSource
 from engine.settings import (
     DEFAULT_HASH_ALGO,
@@ -32,6 +33,7 @@ SERVE_FLAGS = {  # serve-only flags: dest -> the flag as typed (warned about els
     "async_scheduling": "--async-scheduling",
     "closed_loop": "--closed-loop",
     "think_time": "--think-time",
+    **TIER_FLAGS,
 }
 
 
@@ -144,6 +146,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
         "--think-time", type=float, default=None, metavar="SECONDS",
         help="serve, with --closed-loop: this think time instead of the trace's gaps",
     )
+    add_tier_arguments(m)
     parser.add_argument(
         "--verbose", action="store_true", help="let vLLM's and torch's log lines through"
     )
@@ -181,6 +184,7 @@ def serve_settings_from_args(args: argparse.Namespace) -> ServeSettings:
         async_scheduling=getattr(args, "async_scheduling", None),
         closed_loop=bool(getattr(args, "closed_loop", None)),
         think_time_s=getattr(args, "think_time", None),
+        tier=tier_from_args(args),
         **({"iteration_time_s": iteration} if iteration is not None else {}),
     )
     settings.validate()

@@ -156,6 +156,50 @@ class V0Settings:
             raise UserError(f"--v0-hash-seed must be in 0..4294967295 (got {self.hash_seed})")
 
 
+OFFLOADING_BACKENDS = ("native",)  # vLLM's kv_offloading_backend values prefix-tui replays
+CPU_EVICTION_POLICIES = ("lru", "arc")  # vLLM's CPU offloading CachePolicy names
+MAX_OFFLOAD_LATENCY = 100  # iterations: a stand-in job is reported finished within this
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    """vLLM's native CPU KV offloading tier (serve mode). Off unless a size is given.
+
+    ``num_cpu_blocks`` is an exact CPU block count, turned into vLLM's
+    ``kv_offloading_size`` by the adapter (vLLM sizes the tier in GiB and rounds each
+    block up to the memory page). ``latency``: scheduler iterations after which the
+    stand-in worker reports a load or store job finished (0: in the update that follows
+    the iteration that started it)."""
+
+    kv_offloading_size: float | None = None  # GiB, vLLM's --kv-offloading-size
+    num_cpu_blocks: int | None = None
+    backend: str = "native"
+    eviction_policy: str = "lru"
+    latency: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.kv_offloading_size) or bool(self.num_cpu_blocks)
+
+    def validate(self) -> None:
+        if self.kv_offloading_size is not None and self.num_cpu_blocks is not None:
+            raise UserError("give --kv-offloading-size or --num-cpu-blocks, not both")
+        if self.kv_offloading_size is not None and not self.kv_offloading_size >= 0:
+            raise UserError(
+                f"--kv-offloading-size must be >= 0 GiB (got {self.kv_offloading_size})")
+        if self.num_cpu_blocks is not None and self.num_cpu_blocks < 0:
+            raise UserError(f"--num-cpu-blocks must be >= 0 (got {self.num_cpu_blocks})")
+        if self.backend not in OFFLOADING_BACKENDS:
+            raise UserError(f"--kv-offloading-backend must be one of "
+                            f"{', '.join(OFFLOADING_BACKENDS)} (got {self.backend!r})")
+        if self.eviction_policy not in CPU_EVICTION_POLICIES:
+            raise UserError(f"--cpu-eviction-policy must be one of "
+                            f"{', '.join(CPU_EVICTION_POLICIES)} (got {self.eviction_policy!r})")
+        if not 0 <= self.latency <= MAX_OFFLOAD_LATENCY:
+            raise UserError(f"--offload-latency must be in 0..{MAX_OFFLOAD_LATENCY} "
+                            f"(got {self.latency})")
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """vLLM's scheduler knobs (None: as vLLM) and the simulated clock."""
@@ -169,8 +213,10 @@ class ServeSettings:
     # gap between them (or think_time_s): engine/replay/arrivals.py.
     closed_loop: bool = False
     think_time_s: float | None = None
+    tier: TierSettings = field(default_factory=TierSettings)  # vLLM's CPU offloading
 
     def validate(self) -> None:
+        self.tier.validate()
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

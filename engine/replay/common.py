@@ -17,6 +17,7 @@ from engine.model import (
     ServePart,
     StepError,
     StepRecord,
+    TierPart,
     Totals,
     TraceRequest,
 )
@@ -102,6 +103,7 @@ def make_record(
     error: StepError | None,
     note: str,
     serve: ServePart | None = None,
+    tier: TierPart | None = None,
 ) -> StepRecord:
     """A step record, with the pool's free queue read from vLLM at the end of the step."""
     return StepRecord(
@@ -110,7 +112,7 @@ def make_record(
         free_head=tuple(reader.free_queue(FREE_HEAD_LEN)),
         num_free=reader.num_free_blocks(),
         num_cached_free=mirror.num_cached_free if mirror is not None else -1,
-        totals=totals, error=error, note=note, serve=serve,
+        totals=totals, error=error, note=note, serve=serve, tier=tier,
     )
 
 

@@ -209,11 +209,19 @@ class ServeReplay(SeqTables):
         except Exception as exc:  # vLLM raised: record it at this step and stop cleanly
             return self._record(index, data, None, vllm_error(exc), clock=clock)
         self.iterations += 1
+        tier = it.tier
+        # The stand-in worker moving KV to or from the CPU tier keeps the engine busy
+        # even when no token is scheduled (an async load waiting on it): time passes.
+        moving = tier is not None and bool(tier.in_flight or tier.loads_started
+                                           or tier.stores_started or tier.loads_finished
+                                           or tier.stores_finished)
         if it.executed:
             self.model_iterations += 1
+        if it.executed or moving:
             self.clock += self.backend.serve.iteration_time_s
         error = None
-        progressed = it.executed or bool(it.outputs)
+        # Jobs in flight finish by the stand-in's latency: waiting on them is progress.
+        progressed = it.executed or bool(it.outputs) or moving
         self._stalled = 0 if progressed else self._stalled + 1
         if self._stalled >= MAX_STALLED_ITERATIONS:
             error = StepError(
@@ -249,6 +257,11 @@ class ServeReplay(SeqTables):
             self.evictions += it.evicted_hashes
             self._attribute_evictions(it)
             if scheduled is not None:
+                admitted_now = {a.seq_id for a in scheduled.admissions}
+                for seq_id, groups in scheduled.loading.items():
+                    live = self._live[seq_id]
+                    live.loaded = frozenset(groups[0])
+                    live.held_while_loading = seq_id not in admitted_now
                 preempted = scheduled.preempted
                 self.preemptions += len(preempted)
                 for seq_id in preempted:
@@ -301,7 +314,7 @@ class ServeReplay(SeqTables):
             events=tuple(events) if self.detail else (), pool_delta=delta,
             totals=self.totals, error=error,
             note=self._note(admitted, finished_results, finished, preempted, resumed, scheduled),
-            serve=serve,
+            serve=serve, tier=it.tier if it is not None else None,
         )
 
     def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
@@ -338,6 +351,9 @@ class ServeReplay(SeqTables):
                 )
             live.delivered += 1
         self.output_tokens += len(o.new_token_ids)
+        if o.num_local_cached_tokens is not None and live.gpu_hit_tokens is None:
+            live.gpu_hit_tokens = o.num_local_cached_tokens
+            live.cpu_hit_tokens = o.num_external_cached_tokens
         if o.num_cached_tokens is not None:
             self.cached_tokens[o.seq_id] = o.num_cached_tokens
             if live.result is not None and o.num_cached_tokens != live.result.hit_tokens:
@@ -367,6 +383,7 @@ class ServeReplay(SeqTables):
             queue_wait_s=_since(live.first_scheduled, live.arrival),
             ttft_s=_since(live.first_token, live.arrival),
             finish_iteration=self.iterations, finish_time_s=round(self.clock, 9),
+            gpu_hit_tokens=live.gpu_hit_tokens, cpu_hit_tokens=live.cpu_hit_tokens,
         )
         if result.ttft_s is not None:
             self.timed += 1
@@ -452,4 +469,5 @@ class ServeReplay(SeqTables):
             timed=self.timed,
             queue_wait_sum_s=self.queue_wait_sum_s,
             ttft_sum_s=self.ttft_sum_s,
+            tier=self.backend.tier.summary() if self.backend.tier is not None else None,
         )

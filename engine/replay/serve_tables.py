@@ -38,6 +38,10 @@ class _Live:
     preemptions: int = 0
     evicted: int = 0  # cached blocks its allocations evicted (EvictionLedger)
     capped: str = ""  # why its output was capped at max_model_len, if it was
+    loaded: frozenset[int] = frozenset()  # GPU blocks a CPU-tier load filled for it
+    held_while_loading: bool = False  # admitted after an async load (it held blocks)
+    gpu_hit_tokens: int | None = None  # vLLM's prefill_stats split, once reported
+    cpu_hit_tokens: int | None = None
 
 
 class SeqTables:
@@ -58,11 +62,22 @@ class SeqTables:
                 for blocks in groups:
                     claimed.update(blocks)
                     touched.extend(blocks)
+            # Waiting for a CPU-tier load: its whole table (prefix hit touched, load
+            # targets allocated), though it is not running yet.
+            for seq_id in scheduled.loading:
+                touched.extend(b.block_tables(seq_id)[GROUP])
         hit_states: dict[str, list[BlockState]] = {}
         for a in admissions.values():
             states = []
+            live = self._live[a.seq_id]
+            loaded = live.loaded
+            # An async load's request has held its GPU hit since the load began.
+            own = 1 if live.held_while_loading else 0
             for bid in a.block_ids[GROUP][: a.num_cached_tokens // bs]:
-                shared = mirror[bid].ref_cnt > 0 or bid in claimed
+                if bid in loaded:
+                    states.append(BlockState.HIT_CPU)
+                    continue
+                shared = mirror[bid].ref_cnt > own or bid in claimed
                 states.append(BlockState.HIT_SHARED if shared else BlockState.HIT_FREE)
             hit_states[a.seq_id] = states
             for blocks in a.block_ids:

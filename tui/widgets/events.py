@@ -39,7 +39,9 @@ def event_line(ev: KVEvent, where: dict[bytes, int]) -> tuple[str, str]:
         bid = where.get(h)
         items.append(f"#{bid}:{short(h)}" if bid is not None else short(h))
     more = len(ev.block_hashes) - MAX_HASHES
-    text = f"{ev.kind} {len(ev.block_hashes)}: " + " ".join(items)
+    # The GPU pool's events name blocks; the CPU offloading tier's say their medium.
+    tier = "CPU " if ev.medium == "CPU" else ""
+    text = f"{tier}{ev.kind} {len(ev.block_hashes)}: " + " ".join(items)
     if more > 0:
         text += f" … +{more}"
     if ev.kind == "stored" and ev.parent_hash is not None:
@@ -54,12 +56,15 @@ def merged(events: tuple[KVEvent, ...]) -> list[KVEvent]:
     out: list[KVEvent] = []
     for ev in events:
         prev = out[-1] if out else None
-        if prev is not None and prev.kind == ev.kind == "removed":
-            out[-1] = KVEvent("removed", prev.block_hashes + ev.block_hashes)
+        if prev is not None and prev.medium != ev.medium:  # GPU and CPU tier apart
+            out.append(ev)
+        elif prev is not None and prev.kind == ev.kind == "removed":
+            out[-1] = KVEvent("removed", prev.block_hashes + ev.block_hashes,
+                              medium=ev.medium)
         elif (prev is not None and prev.kind == ev.kind == "stored" and prev.block_hashes
               and ev.parent_hash == prev.block_hashes[-1]):
             out[-1] = KVEvent("stored", prev.block_hashes + ev.block_hashes, prev.parent_hash,
-                              prev.num_tokens + ev.num_tokens)
+                              prev.num_tokens + ev.num_tokens, medium=ev.medium)
         else:
             out.append(ev)
     return out

@@ -127,6 +127,8 @@ class HelpBody(Widget):
                 continue
             if state is BlockState.SKIPPED:  # only hybrid layouts have it (the legend says)
                 continue
+            if state is BlockState.HIT_CPU:  # told with the CPU tier's strip (serve pane)
+                continue
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state]}: ", "bold")
             out.append(palette.STATE_HELP[state] + "\n")

@@ -25,6 +25,7 @@ STATE_LABEL = {
     BlockState.RECOMPUTED: "recomputed",
     BlockState.HELD: "held",
     BlockState.SKIPPED: "null block (outside the window)",
+    BlockState.HIT_CPU: "loaded from CPU",
 }
 
 STATE_HELP = {
@@ -59,6 +60,11 @@ STATE_HELP = {
         "A sliding-window (or chunked local attention) group needs no KV here: these tokens "
         "are outside its window, so vLLM's lookup and remove_skipped_blocks put its null "
         "block in this place of the group's block table instead of a real block."
+    ),
+    BlockState.HIT_CPU: (
+        "Serve mode with vLLM's CPU offloading tier: the prefix had left the GPU cache, "
+        "vLLM found it in the CPU tier and loaded it back into this newly allocated block "
+        "instead of computing it again."
     ),
 }
 

@@ -52,6 +52,13 @@ class EvictionLedger:
                         n += 1
             if n:
                 out[seq_id] = n
+        # Waiting for an async load from the CPU tier: the blocks the load fills.
+        for seq_id, groups in scheduled.loading.items():
+            n = sum(1 for blocks in groups for bid in blocks if bid in cached)
+            for blocks in groups:
+                cached.difference_update(blocks)
+            if n:
+                out[seq_id] = out.get(seq_id, 0) + n
         # Admitted (new or resumed): the whole table, of which the prefix hit was touched,
         # not handed out; the rest came out of the free queue.
         for a in scheduled.admissions:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.errors import UserError
-from engine.model import Slot
+from engine.model import CPU_EVICTABLE, CPU_LOADING, CPU_WRITE_PENDING, Slot
 
 _HASH_KEY_GROUP_BYTES = 4  # vLLM's BlockHashWithGroupId: hash bytes + 4-byte group id
 _REF_AND_KEY = attrgetter("ref_cnt", "_block_hash")  # KVCacheBlock's fields
@@ -157,6 +157,78 @@ class RequestInternals:
         # here; SingleTypeKVCacheManager.cache_blocks keeps sliding-window blocks
         # reachable from it (the one other write, as the scheduler makes it).
         request.shared_prefix_boundary = boundary
+
+
+class CpuTierState(NamedTuple):
+    """vLLM's CPUOffloadingManager counters (CPU blocks are its chunks)."""
+
+    num_blocks: int
+    stored: int  # chunks holding a key: allocated less the free list
+    evictable: int  # of stored: ref count 0 (vLLM's _num_evictable_cache_chunks)
+    write_pending: int  # of stored: a store in flight (ref count -1)
+
+
+class TierInternals:
+    """vLLM's OffloadingConnector (scheduler role) and its CPUOffloadingManager."""
+
+    @staticmethod
+    def connector(sched: Any) -> Any:
+        return sched.connector
+
+    @staticmethod
+    def cpu_manager(sched: Any) -> Any:
+        return sched.connector.connector_scheduler.manager
+
+    @staticmethod
+    def state(manager: Any) -> CpuTierState:
+        stored = manager._num_allocated_chunks - len(manager._free_list)
+        return CpuTierState(manager._num_chunks, stored, manager._num_evictable_cache_chunks,
+                            manager._num_write_pending_chunks)
+
+    @staticmethod
+    def chunks(manager: Any) -> Iterator[Any]:
+        """Every ChunkStatus the policy holds (LRU: ``chunks``; ARC: ``t1`` and ``t2``)."""
+        policy = manager._policy
+        if hasattr(policy, "chunks"):
+            return iter(policy.chunks.values())
+        return iter([*policy.t1.values(), *policy.t2.values()])
+
+    @staticmethod
+    def chunk_codes(manager: Any) -> bytes:
+        """Each CPU block's state, one byte a block (engine.model.CPU_*): ChunkStatus.ref_cnt is -1
+        while a store is in flight, 0 when evictable, > 0 while loads read it."""
+        codes = bytearray(manager._num_chunks)
+        for chunk in TierInternals.chunks(manager):
+            ref = chunk.ref_cnt
+            codes[chunk.chunk_id] = (CPU_WRITE_PENDING if ref < 0 else
+                                     CPU_EVICTABLE if ref == 0 else CPU_LOADING)
+        return bytes(codes)
+
+
+def check_tier(sched: Any) -> list[str]:
+    """What the CPU-tier strip reads from vLLM's offloading connector and manager."""
+    problems: list[str] = []
+    try:
+        manager = TierInternals.cpu_manager(sched)
+        state = TierInternals.state(manager)
+        if not all(isinstance(v, int) for v in state):
+            problems.append("CPUOffloadingManager's chunk counters are not ints")
+        codes = TierInternals.chunk_codes(manager)
+        if len(codes) != state.num_blocks:
+            problems.append("CPUOffloadingManager._num_chunks is not the chunk count")
+        if sum(1 for c in codes if c) != state.stored:
+            problems.append("the cache policy's chunks differ from the allocated count")
+        for chunk in TierInternals.chunks(manager):
+            if not (isinstance(chunk.ref_cnt, int) and isinstance(chunk.chunk_id, int)):
+                problems.append("ChunkStatus has no int ref_cnt / chunk_id")
+                break
+        for name in ("prepare_store", "complete_store", "prepare_load", "complete_load",
+                     "lookup", "take_events", "get_stats"):
+            if not callable(getattr(manager, name, None)):
+                problems.append(f"CPUOffloadingManager.{name} is missing")
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    return problems
 
 
 MANAGER_METHODS = (

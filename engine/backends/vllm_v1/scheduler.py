@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.backends.vllm_v1 import events
@@ -47,10 +47,12 @@ from engine.backends.vllm_v1.internals import SchedInternals, check_scheduler, e
 from engine.backends.vllm_v1.hybrid import plan_kv_cache
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.manager import GroupIds, PoolReader, default_groups
+from engine.backends.vllm_v1.tier import CpuTier
 from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import KVEvent, KVGroupInfo, SchedulerInfo, removed_count
+from engine.model import KVEvent, KVGroupInfo, SchedulerInfo, TierPart
+from engine.errors import UserError
 from engine.settings import EngineSettings, ServeSettings
 
 
@@ -75,6 +77,9 @@ class Scheduled:
     new_block_ids: dict[str, GroupIds]  # blocks added to already-running requests, per group
     preempted: tuple[str, ...]  # preempted by this call (blocks freed; will recompute)
     sampled: tuple[str, ...]  # requests the model samples a token for (not mid-prefill)
+    # Requests whose prefix the CPU tier loads asynchronously (vLLM's
+    # WAITING_FOR_REMOTE_KVS): the GPU blocks the load fills, handed out to them now.
+    loading: dict[str, GroupIds] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,8 @@ class ReqOutput:
     new_token_ids: tuple[int, ...]
     finish_reason: str | None
     num_cached_tokens: int | None  # prefill_stats.num_cached_tokens, when reported
+    num_local_cached_tokens: int | None = None  # of which the GPU prefix cache's
+    num_external_cached_tokens: int | None = None  # of which the connector's (CPU tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,7 @@ class Iteration:
     # Cached blocks handed to each request by this step's schedule(): the evictions its
     # allocation caused (engine.backends.vllm_v1.evictions); requests with none left out.
     evicted_by: dict[str, int]
+    tier: TierPart | None = None  # vLLM's CPU offloading tier after the step
 
     @property
     def executed(self) -> bool:
@@ -119,6 +127,9 @@ class V1Scheduler(PoolReader):
         self.version = import_vllm(verbose)
         s = import_scheduler(verbose)
         if settings.layout.from_model:
+            if serve.tier.enabled:
+                raise UserError("the CPU offloading tier replays prefix-tui's own KV layout; "
+                                "not with --hf-config yet")
             # The model's groups, by vLLM's own planning (engine.backends.vllm_v1.hybrid).
             plan = plan_kv_cache(settings, serve)
             self.settings = settings = plan.settings
@@ -126,8 +137,8 @@ class V1Scheduler(PoolReader):
             block_size, hash_block_size = plan.scheduler_block_size, plan.hash_block_size
             self.groups: tuple[KVGroupInfo, ...] = plan.groups
         else:
-            self.vllm_config = build_vllm_config(settings, serve)
             kv_cache_config = build_kv_cache_config(settings)
+            self.vllm_config = build_vllm_config(settings, serve, kv_cache_config)
             # As EngineCore.__init__ builds it.
             block_size, hash_block_size = s.resolve_kv_cache_block_sizes(
                 kv_cache_config, self.vllm_config
@@ -158,6 +169,10 @@ class V1Scheduler(PoolReader):
             else None
         )
         self._attach(SchedInternals.manager(self.scheduler))
+        self.tier: CpuTier | None = (
+            CpuTier(self.scheduler, serve.tier, kv_cache_config, self.version)
+            if serve.tier.enabled else None
+        )
         self._ledger = EvictionLedger(self._pool, settings.block_size)
         self.is_async = bool(sc.async_scheduling)
         self.scheduler_name = type(self.scheduler).__name__
@@ -202,16 +217,16 @@ class V1Scheduler(PoolReader):
         def done(scheduled: Scheduled | None, processed: Scheduled | None,
                  outputs: tuple[ReqOutput, ...]) -> Iteration:
             raw = self._drain_events()
+            # The CPU tier's events (medium "CPU") are not the GPU pool's.
+            gpu = raw if self.tier is None else self.tier.gpu_events(raw)
             # Hand-outs first: they depend on which blocks held a hash before this step.
             evicted_by = self._ledger.handed_out(scheduled) if scheduled is not None else {}
-            self._ledger.stored(raw)
-            if detail:
-                kv_events = events.convert(raw)
-                removed = removed_count(kv_events)
-            else:
-                kv_events, removed = (), events.count_removed(raw)
+            self._ledger.stored(gpu)
+            kv_events = events.convert(raw) if detail else ()
+            removed = events.count_removed(gpu)
+            tier = self.tier.part(detail) if self.tier is not None else None
             return Iteration(scheduled, processed, outputs, kv_events, removed,
-                             max(peak, self.used_blocks()), evicted_by)
+                             max(peak, self.used_blocks()), evicted_by, tier)
 
         if not self.is_async:
             if not sched.has_requests():
@@ -261,7 +276,11 @@ class V1Scheduler(PoolReader):
             rid for rid in so.num_scheduled_tokens
             if not SchedInternals.is_prefill_chunk(SchedInternals.request(sched, rid))
         )
+        loading: dict[str, GroupIds] = {}
+        if self.tier is not None:
+            loading = self.tier.async_load_blocks(so)
         return Scheduled(
+            loading=loading,
             num_scheduled_tokens=dict(so.num_scheduled_tokens),
             total_tokens=so.total_num_scheduled_tokens,
             admissions=tuple(admissions),
@@ -273,14 +292,20 @@ class V1Scheduler(PoolReader):
     def _runner_output(self, so: Any, plain: Scheduled, token_for: Callable[[str], int]) -> Any:
         """What a model runner returns for this batch: one sampled token per request whose
         scheduled chunk reaches the end of its known tokens, none for a partial prefill."""
+        s = import_scheduler()
+        # The stand-in worker answers the offloading connector's jobs (None: no tier).
+        kv_output = self.tier.worker_output(so) if self.tier is not None else None
         if so.total_num_scheduled_tokens == 0:
-            return import_scheduler().EMPTY_MODEL_RUNNER_OUTPUT
+            # No tokens, but the connector still needs its jobs' completions: an empty
+            # output here would leave the scheduler waiting for good.
+            return s.ModelRunnerOutput.with_kv_conn_output_only(kv_output)
         req_ids = list(so.num_scheduled_tokens)
         sampled = set(plain.sampled)
-        return import_scheduler().ModelRunnerOutput(
+        return s.ModelRunnerOutput(
             req_ids=req_ids,
             req_id_to_index={rid: i for i, rid in enumerate(req_ids)},
             sampled_token_ids=[[token_for(rid)] if rid in sampled else [] for rid in req_ids],
+            kv_connector_output=kv_output,
         )
 
     def _update(self, so: Any, mro: Any) -> tuple[ReqOutput, ...]:
@@ -293,10 +318,15 @@ class V1Scheduler(PoolReader):
                     o.request_id, tuple(o.new_token_ids),
                     str(o.finish_reason) if o.finish_reason is not None else None,
                     ps.num_cached_tokens if ps is not None else None,
+                    ps.num_local_cached_tokens if ps is not None else None,
+                    ps.num_external_cached_tokens if ps is not None else None,
                 ))
             stats = eco.scheduler_stats
             if stats is not None and stats.prefix_cache_stats is not None:
                 self.cache.observe(stats.prefix_cache_stats)
+            if stats is not None and self.tier is not None:
+                self.cache.observe_connector(stats.connector_prefix_cache_stats)
+                self.tier.observe_stats(stats.kv_connector_stats)
         return tuple(outs)
 
 
@@ -312,7 +342,8 @@ class V1Scheduler(PoolReader):
 
     def take_removed_count(self) -> int:
         """Drain the KV events, counting only evicted hashes (headless fast path)."""
-        return events.count_removed(self._drain_events())
+        raw = self._drain_events()
+        return events.count_removed(raw if self.tier is None else self.tier.gpu_events(raw))
 
     def take_events(self) -> tuple[KVEvent, ...]:
         return events.convert(self._drain_events())

@@ -139,9 +139,17 @@ def _replay_model_dir(max_model_len: int) -> str:
     return _model_dir
 
 
-def build_vllm_config(settings: EngineSettings, serve: ServeSettings) -> Any:
-    """vLLM's VllmConfig for a replay."""
+def build_vllm_config(settings: EngineSettings, serve: ServeSettings,
+                      kv_cache_config: Any = None) -> Any:
+    """vLLM's VllmConfig for a replay. With a CPU tier (``serve.tier``) vLLM's own
+    OffloadingConnector is configured (engine.backends.vllm_v1.offload); it needs the
+    ``kv_cache_config`` the scheduler gets, to size the tier."""
     s = import_scheduler()
+    tier_cache, transfer = {}, None
+    if serve.tier.enabled:
+        from engine.backends.vllm_v1.offload import config_kwargs
+
+        tier_cache, transfer = config_kwargs(serve.tier, kv_cache_config)
     max_model_len = settings.effective_max_model_len
     chunked = serve.enable_chunked_prefill
     seqs = serve.max_num_seqs if serve.max_num_seqs is not None else DEFAULT_MAX_NUM_SEQS
@@ -176,6 +184,7 @@ def build_vllm_config(settings: EngineSettings, serve: ServeSettings) -> Any:
             enable_prefix_caching=settings.enable_caching,
             prefix_caching_hash_algo=settings.hash_algo,
             num_gpu_blocks_override=settings.num_blocks,
+            **tier_cache,
         )
         config = s.VllmConfig(
             model_config=model_config,
@@ -185,6 +194,7 @@ def build_vllm_config(settings: EngineSettings, serve: ServeSettings) -> Any:
             kv_events_config=s.KVEventsConfig(
                 enable_kv_cache_events=settings.kv_events, publisher="null"
             ),
+            **({"kv_transfer_config": transfer} if transfer is not None else {}),
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise UserError(f"vLLM rejected the serve settings: {_first_line(exc)}") from None

@@ -15,6 +15,8 @@ class CacheTally:
         self.recent = V.CachingMetrics(max_recent_requests=RECENT_REQUESTS)
         self.requests = self.queries = self.hits = 0
         self.preempted_requests = self.preempted_queries = self.preempted_hits = 0
+        # The KV connector's PrefixCacheStats (serve mode with a CPU offloading tier).
+        self.external_queries = self.external_hits = self.host_hits = 0
 
     def observe(self, stats: Any) -> None:
         self.recent.observe(stats)
@@ -25,6 +27,17 @@ class CacheTally:
         self.preempted_queries += stats.preempted_queries
         self.preempted_hits += stats.preempted_hits
 
+    def observe_connector(self, stats: Any) -> None:
+        """vLLM's connector_prefix_cache_stats: tokens queried past the GPU hit, hits, and
+        hits_by_source (the CPU tier is vLLM's CacheHitSource "host")."""
+        if stats is None:
+            return
+        self.external_queries += stats.queries
+        self.external_hits += stats.hits
+        for source, n in stats.hits_by_source.items():
+            if getattr(source, "value", source) == "host":
+                self.host_hits += n
+
     def totals_fields(self) -> dict[str, int]:
         """The vLLM-sourced fields of engine.model.Totals."""
         return dict(
@@ -34,4 +47,7 @@ class CacheTally:
             recent_hits=self.recent.aggregated_query_hit,
             preempted_queries=self.preempted_queries,
             preempted_hits=self.preempted_hits,
+            external_queries=self.external_queries,
+            external_hits=self.external_hits,
+            host_hits=self.host_hits,
         )
