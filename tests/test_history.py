@@ -58,3 +58,26 @@ def test_record_free_head_is_vllms_free_queue_order():
     backend = V1Manager(EngineSettings(block_size=4, num_blocks=12))
     for record in SequentialReplay(backend, _trace(20, seed=5)):
         assert list(record.free_head) == backend.free_queue(64)
+
+
+def test_columns_give_back_the_rows_they_were_made_of_and_pickle():
+    import pickle
+
+    from engine.model import (
+        EvictedBlock, EventKind, KVEvent, PoolChange, PoolDelta, Slot, evictions, kv_events,
+        removed_count,
+    )
+
+    changes = [PoolChange(3, Slot(0, None), Slot(1, b"a", 1)), PoolChange(1, Slot(2, b"b"), Slot(0, b"b"))]
+    delta = PoolDelta.of(changes)
+    assert list(delta) == changes and delta == tuple(changes) and len(delta) == 2
+    assert delta.block_ids == (3, 1) and list(delta.after_slots()) == [c.after for c in changes]
+    assert PoolDelta.of([]) == () and not PoolDelta.of([])
+    events = kv_events([KVEvent(EventKind.STORED, (b"x", b"y")), KVEvent(EventKind.REMOVED, (b"z",)),
+                        KVEvent(EventKind.REMOVED, (b"v", b"w"))])
+    assert removed_count(events) == 3 == removed_count(list(events))
+    assert events[1] == KVEvent(EventKind.REMOVED, (b"z",))
+    gone = evictions([EvictedBlock(7, b"z")])
+    assert gone.column("block_id") == (7,) and list(gone) == [(7, b"z")]
+    for obj in (delta, events, gone):  # records cross the V0 worker's pipe pickled
+        assert pickle.loads(pickle.dumps(obj)) == obj

@@ -167,3 +167,21 @@ def test_step_sentence_names_prompt_and_output_blocks_apart(new, out, evicted, e
                       hit_tokens=0, hit_blocks=0, new_blocks=new, output_blocks=out,
                       evicted_blocks=evicted, prompt_blocks=new, recomputed_last_block=False)
     assert describe(r) == expected
+
+
+def test_table_states_by_hand():
+    """Block size 4, six blocks: the classifier's precedence, worked by hand."""
+    from engine.model import BlockState as B
+    from engine.replay.common import table_states
+
+    cached_before = {12: b"key"}.get  # block 12 held cached content before the step
+    # Two hits; 18 tokens computed = 4 full blocks (indices 0-3); index 3 recomputed; the
+    # block at index 2 (id 12) had content, so allocating it evicted that; 4, 5 partial.
+    assert table_states((10, 11, 12, 13, 14, 15), hits=[B.HIT_FREE, B.HIT_SHARED], held=0,
+                        computed=18, block_size=4, recomputed_index=3,
+                        key_before=cached_before) == (
+        B.HIT_FREE, B.HIT_SHARED, B.NEW_EVICTED, B.RECOMPUTED, B.PARTIAL, B.PARTIAL)
+    # Held from an earlier step wins over partial; nothing computed past it is new.
+    assert table_states((10, 11, 12), hits=[], held=2, computed=8, block_size=4,
+                        recomputed_index=None, key_before=cached_before) == (
+        B.HELD, B.HELD, B.PARTIAL)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.model import BlockState, GroupTable, KVEvent, SeqView, Slot, StepRecord, Totals
+from engine.model import (
+    NO_EVENTS, BlockState, EvictedBlock, GroupTable, KVEvent, PoolChange, PoolDelta, SeqView, Slot,
+    StepRecord, Totals, evictions, kv_events,
+)
 from tests.conftest import req
 from tui.screens.inspector import find_request
 from tui.widgets import palette
@@ -45,11 +48,13 @@ def test_grid_picks_the_biggest_cells_that_fit_and_maps_clicks_back():
 def test_events_name_the_block_each_hash_is_in():
     h1, h2, gone = b"\x01" * 32, b"\x02" * 32, b"\x09" * 32
     rec = StepRecord(
-        index=0, clock=0.0, admitted=(), seqs=(), finished=(), evicted=((7, gone),),
-        events=(KVEvent("stored", (h1, h2), parent_hash=None, num_tokens=8),
-                KVEvent("removed", (gone,))),
-        pool_delta=((3, Slot(0, None), Slot(1, h1)), (4, Slot(0, None), Slot(1, h2)),
-                    (7, Slot(0, gone), Slot(1, None))),
+        index=0, clock=0.0, admitted=(), seqs=(), finished=(),
+        evicted=evictions([EvictedBlock(7, gone)]),
+        events=kv_events([KVEvent("stored", (h1, h2), parent_hash=None, num_tokens=8),
+                          KVEvent("removed", (gone,))]),
+        pool_delta=PoolDelta.of([PoolChange(3, Slot(0, None), Slot(1, h1)),
+                                 PoolChange(4, Slot(0, None), Slot(1, h2)),
+                                 PoolChange(7, Slot(0, gone), Slot(1, None))]),
         free_head=(), num_free=0, num_cached_free=0, totals=Totals(),
     )
     where = hash_to_block(rec)
@@ -71,6 +76,8 @@ def test_scan_block_collects_uses_cache_and_evictions():
     r0, r1 = req(0, range(8), output_len=0), req(1, range(8), output_len=0)
 
     def step(i, r, states, delta=(), evicted=()):
+        delta = PoolDelta.of(PoolChange(*c) for c in delta)
+        evicted = evictions(EvictedBlock(*e) for e in evicted)
         from engine.model import Outcome, RequestResult
 
         result = RequestResult(
@@ -80,7 +87,7 @@ def test_scan_block_collects_uses_cache_and_evictions():
         )
         seq = SeqView(str(i), r.request_id, (GroupTable(0, (1, 2), states),), 8, 8, 0, 2)
         return StepRecord(index=i, clock=float(i), admitted=(result,), seqs=(seq,), finished=(),
-                          evicted=evicted, events=(), pool_delta=delta, free_head=(), num_free=0,
+                          evicted=evicted, events=NO_EVENTS, pool_delta=delta, free_head=(), num_free=0,
                           num_cached_free=0, totals=Totals())
 
     N, H = BlockState.NEW, BlockState.HIT_FREE

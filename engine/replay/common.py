@@ -4,6 +4,7 @@ classifier, errors, synthesized output tokens, the step sentence."""
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.model import (
@@ -11,8 +12,9 @@ from engine.model import (
     EvictedBlock,
     KVEvent,
     Outcome,
-    PoolChange,
+    PoolDelta,
     RequestResult,
+    Rows,
     SeqView,
     ServePart,
     StepError,
@@ -62,29 +64,44 @@ def unserved(req: TraceRequest, seq_id: str, outcome: Outcome, block_size: int,
     )
 
 
-def block_state(
-    i: int,
-    cached_before: bool,
+def table_states(
+    block_ids: tuple[int, ...] | list[int],
     *,
     hits: list[BlockState] | tuple[BlockState, ...],
     held: int,
     computed: int,
     block_size: int,
     recomputed_index: int | None,
-) -> BlockState:
-    """The state of logical block ``i`` of a sequence: its prefix-cache hit (as the lookup
-    saw it), else held from an earlier step, else partial (not all its tokens computed:
-    never cached), else the recomputed last prompt block, else new, evicting cached
-    content if the block had any (``cached_before``: its slot in the mirror had a hash)."""
-    if i < len(hits):
-        return hits[i]
-    if i < held:
-        return BlockState.HELD
-    if (i + 1) * block_size > computed:
-        return BlockState.PARTIAL
-    if i == recomputed_index:
-        return BlockState.RECOMPUTED
-    return BlockState.NEW_EVICTED if cached_before else BlockState.NEW
+    key_before: Callable[[int], object | None],
+    null_block: int | None = None,
+) -> tuple[BlockState, ...]:
+    """The states of a sequence's logical blocks, the one classifier both replays use. In
+    order of precedence: its prefix-cache hit (as the lookup saw it), else held from an
+    earlier step, else partial (not all its tokens computed: never cached), else the
+    recomputed last prompt block, else new, evicting cached content if the block had any
+    (``key_before(block_id)``: the mirror's hash key for it before this step, None if
+    it had none). vLLM's null block (``null_block``) stands where a sliding window needs
+    no block: SKIPPED, whatever else holds.
+
+    Each rule holds for a run of consecutive blocks, so the table is built run by run:
+    a detailed replay classifies thousands of blocks a step."""
+    n = len(block_ids)
+    states = list(hits[:n])
+    lo = len(states)
+    if held > lo:
+        states.extend([BlockState.HELD] * (min(held, n) - lo))
+        lo = len(states)
+    full = max(lo, min(n, computed // block_size))  # blocks lo..full-1 are fully computed
+    new, evicting = BlockState.NEW, BlockState.NEW_EVICTED
+    states.extend([new if key_before(b) is None else evicting for b in block_ids[lo:full]])
+    if recomputed_index is not None and lo <= recomputed_index < full:
+        states[recomputed_index] = BlockState.RECOMPUTED
+    states.extend([BlockState.PARTIAL] * (n - len(states)))
+    if null_block is not None and null_block in block_ids:
+        for i, bid in enumerate(block_ids):
+            if bid == null_block:
+                states[i] = BlockState.SKIPPED
+    return tuple(states)
 
 
 def make_record(
@@ -96,9 +113,9 @@ def make_record(
     admitted: tuple[RequestResult, ...],
     seqs: tuple[SeqView, ...],
     finished: tuple[str, ...],
-    evicted: tuple[EvictedBlock, ...],
-    events: tuple[KVEvent, ...],
-    pool_delta: tuple[PoolChange, ...],
+    evicted: Rows[EvictedBlock],
+    events: Rows[KVEvent],
+    pool_delta: PoolDelta,
     totals: Totals,
     error: StepError | None,
     note: str,

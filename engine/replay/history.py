@@ -40,8 +40,9 @@ class History:
         if self._position + 1 >= len(self.records):
             return False
         self._position += 1
-        for bid, _before, after in self.records[self._position].pool_delta:
-            self._pool[bid] = after
+        delta = self.records[self._position].pool_delta
+        # map over __setitem__: in C, thousands of blocks a step on a long replay.
+        list(map(self._pool.__setitem__, delta.block_ids, delta.after_slots()))
         if self._position > self._max_applied:
             self._max_applied = self._position
             if self._every and self._position % self._every == 0:
@@ -51,8 +52,9 @@ class History:
     def back(self) -> bool:
         if self._position < 0:
             return False
-        for bid, before, _after in reversed(self.records[self._position].pool_delta):
-            self._pool[bid] = before
+        delta = self.records[self._position].pool_delta
+        # Each block appears once in a delta, so the order of undoing does not matter.
+        list(map(self._pool.__setitem__, delta.block_ids, delta.before_slots()))
         self._position -= 1
         return True
 

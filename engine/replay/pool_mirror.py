@@ -1,71 +1,134 @@
 """The replays' copy of vLLM's pool as of the last record: step records carry the
-difference between it and vLLM's pool, so a cursor can walk steps both ways."""
+difference between it and vLLM's pool, so a cursor can walk steps both ways.
+
+Kept as columns (ref counts, vLLM's hash keys, bare hashes, groups), and diffed with
+C-level maps: a detailed replay touches thousands of blocks a step, and a Python object
+per block made the inspector's replay twice as slow as vLLM's own calls (issue 8).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
+from itertools import compress, repeat
+from operator import and_, is_not, itemgetter, ne, not_, or_
+from typing import Any, Protocol
 
-from engine.model import EvictedBlock, PoolChange, Slot
+from engine.model import NO_CHANGE, NO_EVICTIONS, EvictedBlock, PoolDelta, Rows, Slot
 
 
-def is_cached_free(slot: Slot) -> int:
-    return 1 if slot.ref_cnt == 0 and slot.block_hash is not None else 0
+class PoolColumns(Protocol):
+    """What the mirror reads from a backend's pool (engine.backends.vllm_v1.manager)."""
+
+    null_block_id: int | None
+
+    def num_blocks(self) -> int: ...
+
+    def slot_columns(self, block_ids: list[int]) -> tuple[Sequence[int], Sequence[Any]]:
+        """(ref counts, hash keys) of these blocks: a key is vLLM's opaque cache key, whose
+        identity changes whenever vLLM caches the block anew; None when uncached."""
+        ...
+
+    def decode_keys(self, keys: Sequence[Any]) -> tuple[list[bytes | None], list[int]]:
+        """(bare hashes, KV cache groups) of hash keys (None -> None, 0)."""
+        ...
+
+
+def _cached_free(refs: Sequence[int], hashes: Sequence[bytes | None]) -> int:
+    """How many of these slots are cached-free (ref count 0, a hash), counted in C."""
+    return sum(map(and_, map(not_, refs), map(is_not, hashes, repeat(None))))
+
+
+def _picker(indices: list[int]):
+    """itemgetter that always returns a tuple (itemgetter(i) returns the bare item)."""
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda seq: (seq[only],)
+    return itemgetter(*indices)
 
 
 class PoolMirror:
-    def __init__(self, slots: list[Slot], null_block_id: int | None) -> None:
-        self.slots = slots
-        self.null_block_id = null_block_id
-        self.num_cached_free = sum(is_cached_free(s) for s in slots)
-        # How many blocks hold each hash now (vLLM may cache one content twice).
-        self.hash_count: dict[bytes, int] = {}
-        for s in slots:
-            if s.block_hash is not None:
-                self.hash_count[s.block_hash] = self.hash_count.get(s.block_hash, 0) + 1
+    def __init__(self, pool: PoolColumns, *, count_hashes: bool = False) -> None:
+        self._pool = pool
+        self.null_block_id = pool.null_block_id
+        ids = list(range(pool.num_blocks()))
+        refs, keys = pool.slot_columns(ids)
+        self.ref: list[int] = list(refs)
+        self.key: list[Any] = list(keys)
+        self.hash, self.group = pool.decode_keys(keys)
+        self.num_cached_free = _cached_free(self.ref, self.hash)
+        # How many blocks hold each hash now (vLLM may cache one content twice); serve mode
+        # asks, so only it pays for keeping it.
+        self.hash_count: dict[bytes, int] | None = None
+        if count_hashes:
+            self.hash_count = {}
+            for h in self.hash:
+                if h is not None:
+                    self.hash_count[h] = self.hash_count.get(h, 0) + 1
 
     def __getitem__(self, block_id: int) -> Slot:
-        return self.slots[block_id]
+        return Slot(self.ref[block_id], self.hash[block_id], self.group[block_id])
 
-    def diff(
-        self,
-        touched: Iterable[int],
-        read: Callable[[list[int]], list[Slot]],
-        fresh: set[int] | frozenset[int] = frozenset(),
-    ) -> tuple[tuple[PoolChange, ...], tuple[EvictedBlock, ...]]:
-        """Read the touched blocks from vLLM (``read``), update the mirror, and return the
-        pool delta and the evicted blocks. ``fresh``: blocks newly allocated this step; one
-        that held cached content was evicted even if it got the same hash back."""
-        order = dict.fromkeys(touched)  # unique, in order (C-speed: thousands a step)
+    def slots(self) -> list[Slot]:
+        return [Slot(*s) for s in zip(self.ref, self.hash, self.group)]
+
+    def is_cached(self, block_id: int) -> bool:
+        return self.key[block_id] is not None
+
+    def diff(self, touched: Iterable[int]) -> tuple[PoolDelta, Rows[EvictedBlock]]:
+        """Read the touched blocks from vLLM, update the mirror, and return the pool delta
+        and the evicted blocks. A block whose hash key is not the object the mirror holds
+        was cached anew: cached content it had before was evicted, even when vLLM cached
+        the same hash back into it in the same step."""
+        order = dict.fromkeys(touched)  # unique, in order (C-speed)
         order.pop(self.null_block_id, None)
         ids = list(order)
-        mirror, hc = self.slots, self.hash_count
-        delta: list[PoolChange] = []
-        evicted: list[EvictedBlock] = []
-        make = tuple.__new__  # NamedTuple's own __new__ is Python-level: hot loop
-        cached_free = 0
-        for bid, now in zip(ids, read(ids)):
-            before = mirror[bid]
-            if now == before and bid not in fresh:
-                continue
-            old_hash, new_hash = before.block_hash, now.block_hash
-            # Cached content that changed or vanished was evicted by vLLM (its BlockRemoved
-            # event carries the hash; this gives the block id).
-            if old_hash is not None and (new_hash != old_hash or bid in fresh):
-                evicted.append(make(EvictedBlock, (bid, old_hash)))
-            if now == before:
-                continue
-            cached_free += ((now.ref_cnt == 0 and new_hash is not None)
-                            - (before.ref_cnt == 0 and old_hash is not None))
-            if old_hash != new_hash:
-                if old_hash is not None:
-                    left = hc.get(old_hash, 0) - 1
-                    if left > 0:
-                        hc[old_hash] = left
-                    else:
-                        hc.pop(old_hash, None)
-                if new_hash is not None:
-                    hc[new_hash] = hc.get(new_hash, 0) + 1
-            delta.append(make(PoolChange, (bid, before, now)))
-            mirror[bid] = now
-        self.num_cached_free += cached_free
-        return tuple(delta), tuple(evicted)
+        if not ids:
+            return NO_CHANGE, NO_EVICTIONS
+        refs_now, keys_now = self._pool.slot_columns(ids)
+        ref, key = self.ref, self.key
+        refs_then = list(map(ref.__getitem__, ids))
+        keys_then = list(map(key.__getitem__, ids))
+        # Every per-block test below is a map of an operator: C loops, no Python frame.
+        changed = list(compress(range(len(ids)), map(
+            or_, map(ne, refs_then, refs_now), map(is_not, keys_then, keys_now))))
+        if not changed:
+            return NO_CHANGE, NO_EVICTIONS
+        pick = _picker(changed)
+        bids, rb, ra, kb, ka = pick(ids), pick(refs_then), pick(refs_now), pick(keys_then), \
+            pick(keys_now)
+        hb = tuple(map(self.hash.__getitem__, bids))
+        gb = tuple(map(self.group.__getitem__, bids))
+        rekeyed = list(compress(range(len(bids)), map(is_not, kb, ka)))
+        ha, ga = hb, gb
+        if rekeyed:
+            new_h, new_g = self._pool.decode_keys([ka[j] for j in rekeyed])
+            ha_l, ga_l = list(hb), list(gb)
+            list(map(ha_l.__setitem__, rekeyed, new_h))
+            list(map(ga_l.__setitem__, rekeyed, new_g))
+            ha, ga = tuple(ha_l), tuple(ga_l)
+            if self.hash_count is not None:
+                self._count(hb, ha, rekeyed)
+        gone = [j for j in rekeyed if kb[j] is not None]
+        evicted = (Rows(EvictedBlock, (tuple(bids[j] for j in gone), tuple(hb[j] for j in gone)))
+                   if gone else NO_EVICTIONS)
+        self.num_cached_free += _cached_free(ra, ha) - _cached_free(rb, hb)
+        # Write back in C (map over __setitem__; the Nones it returns are dropped).
+        list(map(ref.__setitem__, bids, ra))
+        list(map(key.__setitem__, bids, ka))
+        list(map(self.hash.__setitem__, bids, ha))
+        list(map(self.group.__setitem__, bids, ga))
+        return PoolDelta(bids, rb, ra, hb, ha, gb, ga), evicted
+
+    def _count(self, before: tuple, after: tuple, rekeyed: list[int]) -> None:
+        hc = self.hash_count
+        assert hc is not None
+        for j in rekeyed:
+            old, new = before[j], after[j]
+            if old is not None:
+                left = hc.get(old, 0) - 1
+                if left > 0:
+                    hc[old] = left
+                else:
+                    hc.pop(old, None)
+            if new is not None:
+                hc[new] = hc.get(new, 0) + 1

@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from engine import metrics
 from engine.model import (
+    NO_CHANGE,
+    NO_EVENTS,
+    NO_EVICTIONS,
     BlockState,
     GroupHit,
     GroupTable,
     KVEvent,
+    Rows,
     removed_count,
     Outcome,
     RequestResult,
@@ -37,11 +41,11 @@ from engine.model import (
     TraceRequest,
 )
 from engine.replay.common import (
-    block_state,
     cdiv,
     describe,
     make_record,
     synth_output_tokens,
+    table_states,
     unserved,
     vllm_error,
 )
@@ -71,7 +75,7 @@ class SequentialReplay:
         self.totals = Totals()
         self.stopped_by_error = False
         # Our mirror of vLLM's pool as of the last record: deltas are diffs against it.
-        self._mirror = PoolMirror(manager.scan_pool(), manager.null_block_id) if detail else None
+        self._mirror = PoolMirror(manager) if detail else None
         self._prev: tuple[Any, str, list[int]] | None = None  # (vLLM request, seq id, blocks)
 
     def summary(self) -> ServeSummary | None:
@@ -108,9 +112,8 @@ class SequentialReplay:
         result: RequestResult
         seq_view: SeqView | None = None
         error: StepError | None = None
-        events: tuple[KVEvent, ...] = ()
+        events: Rows[KVEvent] = NO_EVENTS
         removed = 0
-        fresh: list[int] = []
         finished: tuple[str, ...] = ()
         try:
             finished = self._release_prev()
@@ -124,7 +127,7 @@ class SequentialReplay:
                     f"within max_model_len {limit}",
                 )
             else:
-                result, seq_view, touched_now, fresh = self._run_request(req, seq_id)
+                result, seq_view, touched_now = self._run_request(req, seq_id)
                 touched.extend(touched_now)
             if self.detail:
                 events = b.take_events()
@@ -139,10 +142,9 @@ class SequentialReplay:
             result = replace(result, evicted_blocks=removed)
         b.take_cache_stats()
         self.totals = metrics.add_request(self.totals, result, **b.cache.totals_fields())
-        delta: tuple = ()
-        evicted: tuple = ()
+        delta, evicted = NO_CHANGE, NO_EVICTIONS
         if self._mirror is not None:
-            delta, evicted = self._mirror.diff(touched, b.slots, set(fresh))
+            delta, evicted = self._mirror.diff(touched)
         return make_record(
             b, self._mirror, index=index, clock=req.arrival_time, admitted=(result,),
             seqs=(seq_view,) if seq_view is not None else (), finished=finished,
@@ -168,7 +170,7 @@ class SequentialReplay:
                 f"needs {prompt_blocks - hit_blocks} new blocks, vLLM has "
                 f"{b.num_free_blocks():,} free (pool of {self.settings.num_blocks:,})",
             )
-            return result, None, [i for g in lookup.block_ids for i in g], []
+            return result, None, [i for g in lookup.block_ids for i in g]
         # vLLM counts the hit at admission, as its scheduler does.
         b.record_stats(vreq, lookup.num_hit_tokens)
         b.set_num_computed_tokens(vreq, prompt_len)
@@ -202,12 +204,8 @@ class SequentialReplay:
                          for g, (real, null) in enumerate(lookup.group_counts)),
         )
         if not self.detail:
-            return result, None, [], []
-        view = self._seq_view(req, seq_id, lookup, tables, recomputed, computed)
-        null = b.null_block_id
-        fresh = [i for g, t in enumerate(tables) for i in t[len(lookup.block_ids[g]):]
-                 if i != null]
-        return result, view, flat, fresh
+            return result, None, []
+        return result, self._seq_view(req, seq_id, lookup, tables, recomputed, computed), flat
 
     def _recomputes_last_block(self, vreq: Any, prompt_len: int, hit_blocks: int) -> bool:
         """vLLM caps a hit at prompt_len - 1 tokens, so a block-aligned prompt whose last
@@ -261,7 +259,7 @@ class SequentialReplay:
         last sampled token never is, so the block holding it stays partial and uncached)."""
         bs = self.settings.block_size
         prompt_blocks = cdiv(req.num_prompt_tokens, bs)
-        mirror = self._mirror
+        key_before = self._mirror.key.__getitem__  # the pool before this step
         null = self.backend.null_block_id
         last = prompt_blocks - 1 if recomputed else None
         out: list[GroupTable] = []
@@ -269,12 +267,9 @@ class SequentialReplay:
             hits = [BlockState.HIT_FREE if r == 0 else BlockState.HIT_SHARED
                     for r in lookup.ref_cnts[g]]
             # vLLM's null block stands where a sliding window needs no block.
-            states = tuple(
-                BlockState.SKIPPED if bid == null else
-                block_state(i, mirror[bid].block_hash is not None, hits=hits, held=0,
-                            computed=computed, block_size=bs, recomputed_index=last)
-                for i, bid in enumerate(block_ids)
-            )
+            states = table_states(block_ids, hits=hits, held=0, computed=computed,
+                                  block_size=bs, recomputed_index=last, key_before=key_before,
+                                  null_block=null)
             out.append(GroupTable(g, block_ids, states))
         return SeqView(
             seq_id=seq_id, request_id=req.request_id, tables=tuple(out),

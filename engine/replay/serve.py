@@ -35,10 +35,14 @@ from typing import TYPE_CHECKING
 from engine import metrics
 from engine.errors import UserError
 from engine.model import (
-    EvictedBlock,
+    NO_CHANGE,
+    NO_EVENTS,
+    NO_EVICTIONS,
+    KVEvent,
     Outcome,
     RequestResult,
     Resumed,
+    Rows,
     SeqView,
     ServePart,
     ServeSummary,
@@ -121,7 +125,7 @@ class ServeReplay(SeqTables):
         self._live: dict[str, _Live] = {}
         self._running_prev: list[str] = []
         self._stalled = 0
-        self._mirror = PoolMirror(backend.scan_pool(), backend.null_block_id) if detail else None
+        self._mirror = PoolMirror(backend, count_hashes=True) if detail else None
 
     # -- arrivals ---------------------------------------------------------------------------
     def _take_arrivals(self, data: _StepData) -> None:
@@ -249,7 +253,7 @@ class ServeReplay(SeqTables):
         finished_results: list[RequestResult] = []
         resumed: list[Resumed] = []
         preempted: tuple[str, ...] = ()
-        events: tuple = ()
+        events: Rows[KVEvent] = NO_EVENTS
         scheduled: Scheduled | None = it.scheduled if it is not None else None
         if it is not None:
             events = it.events
@@ -287,11 +291,10 @@ class ServeReplay(SeqTables):
         running = b.running_ids()
         waiting = b.waiting_ids()
         seqs: tuple[SeqView, ...] = ()
-        delta: tuple = ()
-        evicted: tuple[EvictedBlock, ...] = ()
+        delta, evicted = NO_CHANGE, NO_EVICTIONS
         if self.detail and it is not None:
             seqs, touched = self._seq_views(scheduled, running, finished)
-            delta, evicted = self._mirror.diff(touched, self.backend.slots)
+            delta, evicted = self._mirror.diff(touched)
             if self.verify_pool:
                 self._verify()
         for seq_id in finished:
@@ -311,7 +314,7 @@ class ServeReplay(SeqTables):
         return make_record(
             b, self._mirror, index=index, clock=self.clock if clock is None else clock,
             admitted=tuple(admitted), seqs=seqs, finished=tuple(finished), evicted=evicted,
-            events=tuple(events) if self.detail else (), pool_delta=delta,
+            events=events, pool_delta=delta,
             totals=self.totals, error=error,
             note=self._note(admitted, finished_results, finished, preempted, resumed, scheduled),
             serve=serve, tier=it.tier if it is not None else None,
@@ -444,8 +447,9 @@ class ServeReplay(SeqTables):
 
     def _verify(self) -> None:
         scan = self.backend.scan_pool()
-        if scan != self._mirror.slots:
-            bad = [i for i, (a, c) in enumerate(zip(scan, self._mirror.slots)) if a != c]
+        mirrored = self._mirror.slots()
+        if scan != mirrored:
+            bad = [i for i, (a, c) in enumerate(zip(scan, mirrored)) if a != c]
             raise AssertionError(f"pool mirror out of date at blocks {bad[:10]}")
 
     # -- figures ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.model import BlockState, GroupTable, RequestResult, SeqView, TraceRequest
-from engine.replay.common import block_state, cdiv
+from engine.replay.common import cdiv, table_states
 
 if TYPE_CHECKING:
     from engine.backends.vllm_v1.scheduler import Scheduled
@@ -77,7 +77,7 @@ class SeqTables:
                 if bid in loaded:
                     states.append(BlockState.HIT_CPU)
                     continue
-                shared = mirror[bid].ref_cnt > own or bid in claimed
+                shared = mirror.ref[bid] > own or bid in claimed
                 states.append(BlockState.HIT_SHARED if shared else BlockState.HIT_FREE)
             hit_states[a.seq_id] = states
             for blocks in a.block_ids:
@@ -129,12 +129,9 @@ class SeqTables:
             live.table = table
             # Blocks held from the step before are HELD without asking: a long prompt
             # decoding for many steps would otherwise re-derive every state each step.
-            start = len(hits) if held == 0 else held
-            live.states = (*hits, *((BlockState.HELD,) * held), *(
-                block_state(i, mirror[table[i]].block_hash is not None, hits=hits, held=held,
-                            computed=computed, block_size=bs, recomputed_index=last)
-                for i in range(start, len(table))
-            ))
+            live.states = table_states(table, hits=hits, held=held, computed=computed,
+                                       block_size=bs, recomputed_index=last,
+                                       key_before=mirror.key.__getitem__)
             live.frontier = min(num_tokens, computed)
             views.append(SeqView(
                 seq_id=seq_id, request_id=live.req.request_id,

@@ -414,7 +414,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
             return
         i = rec.index
         current = self.lit_blocks(rec)
-        evicted = frozenset(bid for bid, _ in rec.evicted)
+        evicted = frozenset(rec.evicted.column("block_id"))
         self.pool_map.show(self.history.pool, current, evicted, self._changed_blocks(i, current, evicted))
         self.show_view(rec)
         self.request_panel.show(rec)
@@ -449,7 +449,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
             return None
         changed = set(lit | now)
         for rec in self.history.records[min(index, prev) + 1 : max(index, prev) + 1]:
-            changed.update(bid for bid, _b, _a in rec.pool_delta)  # steps applied or undone
+            changed.update(rec.pool_delta.block_ids)  # steps applied or undone
             changed.update(bid for seq in rec.seqs for bid in seq.block_ids)
         return changed
 

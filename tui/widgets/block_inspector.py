@@ -94,12 +94,13 @@ def scan_block(
             return BlockReport(block_id, upto, slot, status_text(block_id, slot, null_block_id),
                                None, cancelled=True)
         rec = records[i]
-        for bid, before, after in rec.pool_delta:
-            if bid == block_id and after[1] is not None and after[1] != before[1]:
+        d = rec.pool_delta
+        if block_id in d.block_ids:  # a C-level scan: this walks every step so far
+            k = d.block_ids.index(block_id)
+            if d.hash_after[k] is not None and d.hash_after[k] != d.hash_before[k]:
                 cached.append(i)
-        for bid, _h in rec.evicted:
-            if bid == block_id:
-                evicted.append(i)
+        if block_id in rec.evicted.column("block_id"):
+            evicted.append(i)
         now: set[str] = set()
         for seq in rec.seqs:
             if block_id in seq.block_ids:

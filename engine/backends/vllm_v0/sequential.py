@@ -28,11 +28,13 @@ from dataclasses import replace
 from typing import Any
 
 from engine.model import (
+    NO_EVENTS,
     BlockState,
     EvictedBlock,
     GroupTable,
     Outcome,
     PoolChange,
+    PoolDelta,
     RequestResult,
     SeqView,
     Slot,
@@ -40,6 +42,7 @@ from engine.model import (
     StepRecord,
     Totals,
     TraceRequest,
+    evictions,
     V0Part,
     FREE_SLOT,
 )
@@ -301,7 +304,8 @@ class V0Sequential:
         )
         return StepRecord(
             index=index, clock=req.arrival_time, admitted=(result,), seqs=seqs,
-            finished=finished, evicted=evicted, events=(), pool_delta=delta,
+            finished=finished, evicted=evictions(evicted), events=NO_EVENTS,
+            pool_delta=PoolDelta.of(delta),
             free_head=tuple(free_head), num_free=self.manager.get_num_free_gpu_blocks(),
             num_cached_free=len(i.evictor_table()), totals=Totals(), error=error, v0=part,
         )

@@ -4,37 +4,58 @@ conversion both backends use."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V
 from engine.backends.vllm_v1.internals import AdapterMismatch
-from engine.model import EventKind, KVEvent
+from engine.model import NO_EVENTS, EventKind, KVEvent, Rows
 
 
-def convert(raw: Iterable[Any]) -> tuple[KVEvent, ...]:
-    # Thousands a step on a big pool (one BlockRemoved per evicted block): built with
-    # tuple.__new__, not NamedTuple's Python-level __new__.
-    make = tuple.__new__
+_HASHES = attrgetter("block_hashes")
+_GROUP = attrgetter("group_idx")
+_MEDIUM = attrgetter("medium")
+
+
+def convert(raw: Iterable[Any]) -> Rows[KVEvent]:
+    """vLLM's events as KVEvent columns. Thousands a step on a big pool (vLLM emits one
+    BlockRemoved per evicted block), so a step of BlockStored and BlockRemoved events only,
+    the usual step, is converted column by column in C; others event by event."""
+    raw = raw if isinstance(raw, list) else list(raw)
+    if not raw:
+        return NO_EVENTS
+    stored, removed = V.BlockStored, V.BlockRemoved
+    types = list(map(type, raw))
+    if not set(types) <= {stored, removed}:
+        return Rows.of(KVEvent, map(_one, raw))
+    # Column by column with C-level maps; BlockRemoved has no parent or tokens.
+    kind_of = {stored: EventKind.STORED, removed: EventKind.REMOVED}
+    return Rows(KVEvent, (
+        tuple(map(kind_of.__getitem__, types)),
+        tuple(map(tuple, map(_HASHES, raw))),
+        tuple(map(getattr, raw, repeat("parent_block_hash"), repeat(None))),
+        tuple(map(len, map(getattr, raw, repeat("token_ids"), repeat(())))),
+        tuple(map(_GROUP, raw)),
+        tuple(map(_MEDIUM, raw)),
+    ))
+
+
+def _one(ev: Any) -> KVEvent:
     stored, removed, cleared = V.BlockStored, V.BlockRemoved, V.AllBlocksCleared
-    out: list[KVEvent] = []
-    append = out.append
-    for ev in raw:
-        kind = type(ev)
-        if kind is removed or (kind is not stored and isinstance(ev, removed)):
-            append(make(KVEvent, (EventKind.REMOVED, tuple(ev.block_hashes), None, 0,
-                                  ev.group_idx, ev.medium)))
-        elif isinstance(ev, stored):
-            append(make(KVEvent, (EventKind.STORED, tuple(ev.block_hashes), ev.parent_block_hash,
-                                  len(ev.token_ids), ev.group_idx, ev.medium)))
-        elif isinstance(ev, cleared):
-            append(KVEvent(EventKind.CLEARED, medium=getattr(ev, "medium", None)))
-        else:
-            # A new event class would be silently miscounted: say so instead.
-            raise AdapterMismatch(
-                f"vLLM {V.version} emitted a KV event prefix-tui does not know "
-                f"({type(ev).__name__}; tested with {TESTED_VLLM_VERSION})"
-            )
-    return tuple(out)
+    if isinstance(ev, removed):
+        return KVEvent(EventKind.REMOVED, tuple(ev.block_hashes), None, 0, ev.group_idx,
+                       ev.medium)
+    if isinstance(ev, stored):
+        return KVEvent(EventKind.STORED, tuple(ev.block_hashes), ev.parent_block_hash,
+                       len(ev.token_ids), ev.group_idx, ev.medium)
+    if isinstance(ev, cleared):
+        return KVEvent(EventKind.CLEARED, medium=getattr(ev, "medium", None))
+    # A new event class would be silently miscounted: say so instead.
+    raise AdapterMismatch(
+        f"vLLM {V.version} emitted a KV event prefix-tui does not know "
+        f"({type(ev).__name__}; tested with {TESTED_VLLM_VERSION})"
+    )
 
 
 def count_removed(raw: Iterable[Any]) -> int:

@@ -7,7 +7,7 @@ loudly, naming the installed vLLM, instead of showing wrong numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -15,7 +15,8 @@ from engine.errors import UserError
 from engine.model import CPU_EVICTABLE, CPU_LOADING, CPU_WRITE_PENDING, Slot
 
 _HASH_KEY_GROUP_BYTES = 4  # vLLM's BlockHashWithGroupId: hash bytes + 4-byte group id
-_REF_AND_KEY = attrgetter("ref_cnt", "_block_hash")  # KVCacheBlock's fields
+_REF = attrgetter("ref_cnt")  # KVCacheBlock's fields
+_KEY = attrgetter("_block_hash")
 
 
 class AdapterMismatch(UserError):
@@ -45,6 +46,10 @@ class PoolInternals:
                     int.from_bytes(key[-_HASH_KEY_GROUP_BYTES:], "big"))
 
     @staticmethod
+    def num_groups(manager: Any) -> int:
+        return manager.num_kv_cache_groups
+
+    @staticmethod
     def null_block_id(pool: Any) -> int:
         return pool.null_block.block_id
 
@@ -67,34 +72,33 @@ class PoolInternals:
 
 
 class SlotReader:
-    """Reads many blocks' slots fast (a detailed replay reads every block of two tables per
-    step): a block's hash key is decoded once and reused while vLLM keeps that same key
-    object on the block; slots are built without NamedTuple's Python-level __new__."""
+    """Reads many blocks fast (a detailed replay reads thousands a step): ref counts and hash
+    keys as columns, in C (attrgetter over KVCacheBlock's fields; its block_hash is a
+    Python-level property over _block_hash). A key is vLLM's BlockHashWithGroupId: a new
+    bytes object each time vLLM caches a block, which is what tells the mirror a block was
+    cached anew. ``decode`` splits keys into the bare hash and the group."""
 
-    def __init__(self, blocks: list) -> None:
+    def __init__(self, blocks: list, num_groups: int) -> None:
         self._blocks = blocks
-        self._keys: list[Any] = [None] * len(blocks)
-        self._decoded: list[tuple[bytes, int] | None] = [None] * len(blocks)
+        self._num_groups = num_groups
+
+    def columns(self, block_ids: list[int]) -> tuple[list[int], list[Any]]:
+        blocks = list(map(self._blocks.__getitem__, block_ids))
+        return list(map(_REF, blocks)), list(map(_KEY, blocks))
+
+    def decode(self, keys: Sequence[Any]) -> tuple[list[bytes | None], list[int]]:
+        cut = -_HASH_KEY_GROUP_BYTES
+        hashes = [None if k is None else k[:cut] for k in keys]
+        if self._num_groups == 1:  # every key's group is 0: skip decoding it
+            return hashes, [0] * len(keys)
+        groups = [0 if k is None else int.from_bytes(k[cut:], "big") for k in keys]
+        return hashes, groups
 
     def read(self, block_ids: Iterable[int]) -> list[Slot]:
         ids = block_ids if isinstance(block_ids, list) else list(block_ids)
-        blocks, keys, decoded = self._blocks, self._keys, self._decoded
-        make = tuple.__new__
-        cut = -_HASH_KEY_GROUP_BYTES
-        out: list[Slot] = []
-        append = out.append
-        # (ref_cnt, hash key) of every block in C (attrgetter); KVCacheBlock.block_hash is a
-        # property over _block_hash, one Python call a block.
-        for bid, (ref_cnt, key) in zip(ids, map(_REF_AND_KEY, map(blocks.__getitem__, ids))):
-            if key is None:
-                append(make(Slot, (ref_cnt, None, 0)))
-                continue
-            if key is not keys[bid]:
-                keys[bid] = key
-                decoded[bid] = (key[:cut], int.from_bytes(key[cut:], "big"))
-            bare, group = decoded[bid]
-            append(make(Slot, (ref_cnt, bare, group)))
-        return out
+        refs, keys = self.columns(ids)
+        hashes, groups = self.decode(keys)
+        return list(map(Slot, refs, hashes, groups))
 
 
 class SchedInternals:
@@ -254,9 +258,12 @@ def check_manager(manager: Any) -> list[str]:
         if slot.block_hash is not None and not isinstance(slot.block_hash, bytes):
             problems.append("KVCacheBlock.block_hash is not bytes")
         block = blocks[-1]
-        if _REF_AND_KEY(block) != (block.ref_cnt, block.block_hash):
+        if (_REF(block), _KEY(block)) != (block.ref_cnt, block.block_hash):
             problems.append("KVCacheBlock._block_hash is not what block_hash returns")
-        if SlotReader(blocks).read([len(blocks) - 1]) != [slot]:
+        groups = PoolInternals.num_groups(manager)
+        if not isinstance(groups, int) or groups < 1:
+            problems.append("KVCacheManager.num_kv_cache_groups is not a positive int")
+        elif SlotReader(blocks, groups).read([len(blocks) - 1]) != [slot]:
             problems.append("SlotReader reads another slot than PoolInternals.slot")
         PoolInternals.null_block_id(pool)
         next(iter(PoolInternals.free_queue_iter(pool)), None)

@@ -24,7 +24,7 @@ from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.kvstream import EventTap
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import KVEvent, KVGroupInfo, Slot
+from engine.model import KVEvent, KVGroupInfo, Rows, Slot
 from engine.settings import EngineSettings
 
 GroupIds = tuple[tuple[int, ...], ...]  # block ids per KV cache group
@@ -68,7 +68,7 @@ class PoolReader:
         self.manager = manager
         self._pool = PoolInternals.block_pool(manager)
         self._blocks = PoolInternals.blocks(self._pool)
-        self._reader = SlotReader(self._blocks)
+        self._reader = SlotReader(self._blocks, PoolInternals.num_groups(manager))
         self.null_block_id = PoolInternals.null_block_id(self._pool)
 
     def block_tables(self, seq_id: str) -> GroupIds:
@@ -79,6 +79,16 @@ class PoolReader:
 
     def slots(self, block_ids: Iterable[int]) -> list[Slot]:
         return self._reader.read(block_ids)
+
+    def num_blocks(self) -> int:
+        return len(self._blocks)
+
+    def slot_columns(self, block_ids: list[int]) -> tuple[list[int], list[Any]]:
+        """(ref counts, hash keys): the pool mirror's reads (engine.replay.pool_mirror)."""
+        return self._reader.columns(block_ids)
+
+    def decode_keys(self, keys) -> tuple[list[bytes | None], list[int]]:
+        return self._reader.decode(keys)
 
     def scan_pool(self) -> list[Slot]:
         """Every block's slot, read straight from vLLM (tests and the first snapshot)."""
@@ -210,7 +220,7 @@ class V1Manager(PoolReader):
     def take_removed_count(self) -> int:
         return events.count_removed(self._drain())
 
-    def take_events(self) -> tuple[KVEvent, ...]:
+    def take_events(self) -> Rows[KVEvent]:
         return events.convert(self._drain())
 
     # -- the request's state --------------------------------------------------------------

@@ -51,7 +51,7 @@ from engine.backends.vllm_v1.tier import CpuTier
 from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import KVEvent, KVGroupInfo, SchedulerInfo, TierPart
+from engine.model import NO_EVENTS, KVEvent, KVGroupInfo, Rows, SchedulerInfo, TierPart
 from engine.errors import UserError
 from engine.settings import EngineSettings, ServeSettings
 
@@ -99,7 +99,7 @@ class Iteration:
     scheduled: Scheduled | None
     processed: Scheduled | None  # the schedule whose model output was processed now
     outputs: tuple[ReqOutput, ...]
-    events: tuple[KVEvent, ...]  # empty without detail
+    events: Rows[KVEvent]  # empty without detail
     evicted_hashes: int  # hashes in vLLM's BlockRemoved events (cached blocks evicted)
     peak_used_blocks: int  # most blocks held at any point of the step
     # Cached blocks handed to each request by this step's schedule(): the evictions its
@@ -222,7 +222,7 @@ class V1Scheduler(PoolReader):
             # Hand-outs first: they depend on which blocks held a hash before this step.
             evicted_by = self._ledger.handed_out(scheduled) if scheduled is not None else {}
             self._ledger.stored(gpu)
-            kv_events = events.convert(raw) if detail else ()
+            kv_events = events.convert(raw) if detail else NO_EVENTS
             removed = events.count_removed(gpu)
             tier = self.tier.part(detail) if self.tier is not None else None
             return Iteration(scheduled, processed, outputs, kv_events, removed,
@@ -345,7 +345,7 @@ class V1Scheduler(PoolReader):
         raw = self._drain_events()
         return events.count_removed(raw if self.tier is None else self.tier.gpu_events(raw))
 
-    def take_events(self) -> tuple[KVEvent, ...]:
+    def take_events(self) -> Rows[KVEvent]:
         return events.convert(self._drain_events())
 
     # -- reading the scheduler ---------------------------------------------------------------
