@@ -14,14 +14,18 @@ groups (full attention and sliding window) fits the same records.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from itertools import compress, repeat
 from operator import is_
 from typing import NamedTuple
 
-from engine.columns import Rows
+# The pool's per-block records live beside Rows; every layer imports them from here.
+from engine.columns import FREE_SLOT as FREE_SLOT
+from engine.columns import NO_CHANGE as NO_CHANGE
+from engine.columns import PoolChange as PoolChange
+from engine.columns import PoolDelta, Rows, Slot
 
 
 class TemplateBreak(NamedTuple):
@@ -80,87 +84,6 @@ class TraceRequest:
         if self.output_token_ids is not None:
             return len(self.output_token_ids)
         return self.output_len
-
-
-class Slot(NamedTuple):
-    """One physical block as vLLM holds it."""
-
-    ref_cnt: int
-    block_hash: bytes | None  # the bare hash (as vLLM's KV events carry it), None: uncached
-    group: int = 0  # the KV cache group its hash was cached for
-
-
-FREE_SLOT = Slot(0, None)
-
-
-class PoolChange(NamedTuple):
-    block_id: int
-    before: Slot
-    after: Slot
-
-
-@dataclass(frozen=True, slots=True)
-class PoolDelta:
-    """The blocks one step changed, as columns (one tuple per field, equal lengths).
-
-    A detailed replay changes thousands of blocks a step; a PoolChange and two Slots per
-    block cost more than vLLM's own work and, being tuples of objects the garbage collector
-    must track, made full collections dominate. Columns of ints and bytes are a handful of
-    objects a step. Iterating still yields PoolChange(block_id, before, after)."""
-
-    block_ids: tuple[int, ...] = ()
-    ref_before: tuple[int, ...] = ()
-    ref_after: tuple[int, ...] = ()
-    hash_before: tuple[bytes | None, ...] = ()
-    hash_after: tuple[bytes | None, ...] = ()
-    group_before: tuple[int, ...] = ()
-    group_after: tuple[int, ...] = ()
-
-    @classmethod
-    def of(cls, changes: Iterable[PoolChange]) -> PoolDelta:
-        rows = [(c.block_id, c.before.ref_cnt, c.after.ref_cnt, c.before.block_hash,
-                 c.after.block_hash, c.before.group, c.after.group) for c in changes]
-        return cls(*map(tuple, zip(*rows))) if rows else NO_CHANGE
-
-    def __len__(self) -> int:
-        return len(self.block_ids)
-
-    def __iter__(self) -> Iterator[PoolChange]:
-        make = tuple.__new__
-        for bid, rb, ra, hb, ha, gb, ga in zip(
-            self.block_ids, self.ref_before, self.ref_after, self.hash_before,
-            self.hash_after, self.group_before, self.group_after,
-        ):
-            yield make(PoolChange, (bid, make(Slot, (rb, hb, gb)), make(Slot, (ra, ha, ga))))
-
-    def __reversed__(self) -> Iterator[PoolChange]:
-        return reversed(list(self))
-
-    def after_slots(self) -> Iterator[Slot]:
-        return map(tuple.__new__, repeat(Slot), zip(self.ref_after, self.hash_after,
-                                                    self.group_after))
-
-    def before_slots(self) -> Iterator[Slot]:
-        return map(tuple.__new__, repeat(Slot), zip(self.ref_before, self.hash_before,
-                                                    self.group_before))
-
-    def __eq__(self, other: object) -> bool:
-        # Also equal to a plain sequence of the same PoolChanges (tests compare with ()).
-        if isinstance(other, PoolDelta):
-            return tuple.__eq__(self._columns(), other._columns())
-        if isinstance(other, (tuple, list)):
-            return list(self) == list(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._columns())
-
-    def _columns(self) -> tuple:
-        return (self.block_ids, self.ref_before, self.ref_after, self.hash_before,
-                self.hash_after, self.group_before, self.group_after)
-
-
-NO_CHANGE = PoolDelta()
 
 
 class EvictedBlock(NamedTuple):
