@@ -1,5 +1,5 @@
-"""Per-block parts of step records stored as columns: Rows, and the pool's Slot,
-PoolChange and PoolDelta.
+"""The per-block parts of step records, stored as columns: Rows; the pool's Slot,
+PoolChange and PoolDelta; evicted blocks and vLLM's KV events.
 
 Standard library only, Python 3.10 syntax: engine.model imports it, and a V0 worker under
 an older vLLM imports engine.model.
@@ -8,8 +8,10 @@ an older vLLM imports engine.model.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import repeat
 from dataclasses import dataclass
+from enum import Enum
+from itertools import compress, repeat
+from operator import is_
 from typing import Generic, NamedTuple, TypeVar
 
 RowT = TypeVar("RowT", bound=tuple)
@@ -148,3 +150,54 @@ class PoolDelta:
 
 
 NO_CHANGE = PoolDelta()
+
+
+class EvictedBlock(NamedTuple):
+    block_id: int
+    block_hash: bytes  # the content it lost
+
+
+class EventKind(str, Enum):
+    STORED = "stored"
+    REMOVED = "removed"
+    CLEARED = "cleared"
+
+    # Shown and used as a style name by its value ("stored"), as a plain string was.
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+
+class KVEvent(NamedTuple):
+    """vLLM's KV-cache event, reduced to plain data (hashes as bytes). A NamedTuple: a
+    detailed replay makes one per evicted block (vLLM emits BlockRemoved block by block)."""
+
+    kind: EventKind
+    block_hashes: tuple[bytes, ...] = ()
+    parent_hash: bytes | None = None
+    num_tokens: int = 0
+    group: int | None = None  # vLLM's group_idx (None: vLLM did not say)
+    medium: str | None = None  # vLLM's medium ("GPU", "CPU"; None: vLLM did not say)
+
+
+def removed_count(events: Rows[KVEvent] | Iterable[KVEvent]) -> int:
+    """Hashes in BlockRemoved events: the cached blocks vLLM evicted."""
+    removed = EventKind.REMOVED
+    if isinstance(events, Rows):
+        kinds, hashes = events.columns[0], events.columns[1]
+        return sum(map(len, compress(hashes, map(is_, kinds, repeat(removed)))))
+    return sum(len(e.block_hashes) for e in events if e.kind is removed)
+
+
+NO_EVENTS: Rows[KVEvent] = Rows(KVEvent)
+NO_EVICTIONS: Rows[EvictedBlock] = Rows(EvictedBlock)
+
+
+def evictions(blocks: Iterable[EvictedBlock] = ()) -> Rows[EvictedBlock]:
+    return Rows.of(EvictedBlock, blocks)
+
+
+def kv_events(events: Iterable[KVEvent] = ()) -> Rows[KVEvent]:
+    return Rows.of(KVEvent, events)

@@ -14,18 +14,27 @@ groups (full attention and sliding window) fits the same records.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from itertools import compress, repeat
-from operator import is_
 from typing import NamedTuple
 
 # The pool's per-block records live beside Rows; every layer imports them from here.
-from engine.columns import FREE_SLOT as FREE_SLOT
-from engine.columns import NO_CHANGE as NO_CHANGE
-from engine.columns import PoolChange as PoolChange
-from engine.columns import PoolDelta, Rows, Slot
+from engine.columns import (  # re-exported: every layer imports records from here
+    FREE_SLOT as FREE_SLOT,
+    NO_CHANGE as NO_CHANGE,
+    NO_EVENTS as NO_EVENTS,
+    NO_EVICTIONS as NO_EVICTIONS,
+    EventKind as EventKind,
+    EvictedBlock,
+    KVEvent,
+    PoolChange as PoolChange,
+    PoolDelta,
+    Rows,
+    Slot,
+    evictions as evictions,
+    kv_events as kv_events,
+    removed_count as removed_count,
+)
 
 
 class TemplateBreak(NamedTuple):
@@ -84,11 +93,6 @@ class TraceRequest:
         if self.output_token_ids is not None:
             return len(self.output_token_ids)
         return self.output_len
-
-
-class EvictedBlock(NamedTuple):
-    block_id: int
-    block_hash: bytes  # the content it lost
 
 
 class BlockState(str, Enum):
@@ -257,31 +261,6 @@ class RequestResult:
     @property
     def sharing_fraction(self) -> float:
         return self.hit_blocks / self.prompt_blocks if self.prompt_blocks else 0.0
-
-
-class EventKind(str, Enum):
-    STORED = "stored"
-    REMOVED = "removed"
-    CLEARED = "cleared"
-
-    # Shown and used as a style name by its value ("stored"), as a plain string was.
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return self.value.__format__(spec)
-
-
-class KVEvent(NamedTuple):
-    """vLLM's KV-cache event, reduced to plain data (hashes as bytes). A NamedTuple: a
-    detailed replay makes one per evicted block (vLLM emits BlockRemoved block by block)."""
-
-    kind: EventKind
-    block_hashes: tuple[bytes, ...] = ()
-    parent_hash: bytes | None = None
-    num_tokens: int = 0
-    group: int | None = None  # vLLM's group_idx (None: vLLM did not say)
-    medium: str | None = None  # vLLM's medium ("GPU", "CPU"; None: vLLM did not say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,27 +484,6 @@ class TierSummary:
     cpu_removed_hashes: int = 0  # BlockRemoved events with medium CPU (tier evictions)
     peak_stored: int = 0  # most CPU blocks holding KV at the end of an iteration
     peak_usage: float = 0.0  # vLLM's kv_offload_cpu_cache_usage_perc gauge, highest seen
-
-
-def removed_count(events: Rows[KVEvent] | Iterable[KVEvent]) -> int:
-    """Hashes in BlockRemoved events: the cached blocks vLLM evicted."""
-    removed = EventKind.REMOVED
-    if isinstance(events, Rows):
-        kinds, hashes = events.columns[0], events.columns[1]
-        return sum(map(len, compress(hashes, map(is_, kinds, repeat(removed)))))
-    return sum(len(e.block_hashes) for e in events if e.kind is removed)
-
-
-NO_EVENTS: Rows[KVEvent] = Rows(KVEvent)
-NO_EVICTIONS: Rows[EvictedBlock] = Rows(EvictedBlock)
-
-
-def evictions(blocks: Iterable[EvictedBlock] = ()) -> Rows[EvictedBlock]:
-    return Rows.of(EvictedBlock, blocks)
-
-
-def kv_events(events: Iterable[KVEvent] = ()) -> Rows[KVEvent]:
-    return Rows.of(KVEvent, events)
 
 
 def lora_int_id(name: str) -> int:
