@@ -23,7 +23,8 @@ def _main_parser() -> argparse.ArgumentParser:
         description="Replay a request trace against vLLM's real KV-cache block manager.",
         epilog="Other commands: `prefix-tui gen --help`, `prefix-tui compare --help`, "
                "`prefix-tui sweep --help`, `prefix-tui attach --help`, "
-               "`prefix-tui events --help`.",
+               "`prefix-tui events --help`, `prefix-tui learn`. `prefix-tui --version`: "
+               "the versions in use.",
     )
     p.add_argument("trace", help="trace file: native JSONL or Mooncake JSONL")
     p.add_argument("--headless", action="store_true", help="replay it all and print the report")
@@ -68,6 +69,11 @@ def _warn_unused(args: argparse.Namespace, modes: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["--version"]:
+            from tui.version import version_text
+
+            print(version_text())
+            return 0
         if argv and argv[0] == "gen":
             from engine.trace.generate import run_gen
 
