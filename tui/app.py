@@ -46,7 +46,12 @@ class InspectorApp(App[int]):
     ) -> None:
         """``source``: the trace file, or None with ``requests`` given directly."""
         super().__init__()
-        self.main = self.VIEWS[entry.view](source, entry, options, requests=requests)
+        self.main = self.make_main(source, entry, options, requests)
+
+    def make_main(self, source: TraceSource | None, entry: BackendEntry, options: BuildOptions,
+                  requests: Iterable[TraceRequest] | None) -> InspectorScreen:
+        """The view's screen (a lesson app makes its lesson screen here)."""
+        return self.VIEWS[entry.view](source, entry, options, requests=requests)
 
     def get_default_screen(self) -> InspectorScreen:
         # The view's screen is the base of the stack: help, prompts and errors go above it.

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             args = _compare_parser().parse_args(argv[1:])
             _warn_unused(args, parse_modes(args.mode))
             return run_compare(args)
+        if argv and argv[0] == "learn":
+            from tui.learn_cli import learn_parser, run_learn
+
+            return run_learn(learn_parser().parse_args(argv[1:]))
         args = _main_parser().parse_args(argv)
         _warn_unused(args, [args.mode])
         if args.headless:

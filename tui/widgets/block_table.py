@@ -41,6 +41,7 @@ class BlockTable(LineScroll, Widget, can_focus=True):
         self.seq: SeqView | None = None
         self.placeholder = ""
         self.selected: int | None = None
+        self.marked: frozenset[int] = frozenset()  # cells a lesson points at
         self.top = 0  # first row of cells shown
         # Per row: list of (x0, x1, position in the block table); rebuilt on show/resize.
         self._rows: list[list[tuple[int, int, int]]] = []
@@ -62,6 +63,11 @@ class BlockTable(LineScroll, Widget, can_focus=True):
             if not self.top <= row < self.top + height:
                 self.top = max(0, row - height + 1) if row >= self.top else row
         self.refresh()
+
+    def mark(self, block_ids: frozenset[int]) -> None:
+        if block_ids != self.marked:
+            self.marked = block_ids
+            self.refresh()
 
     @property
     def letters(self) -> str:
@@ -149,6 +155,8 @@ class BlockTable(LineScroll, Widget, can_focus=True):
             style = pal[palette.STATE_CLASS[state]]
             if bid == self.selected:
                 style = style + pal[palette.SELECTED]
+            elif bid in self.marked:
+                style = style + pal[palette.MARKED]
             text = f" {state.letter}{bid:<{self._id_width}} "
             segments.append(Segment(text, style))
             x = x0 + len(text)

@@ -107,11 +107,12 @@ HELD_SHARED_HELP = (
 )
 
 SELECTED = "selected"
+MARKED = "marked"  # cells a lesson step points at (tui/screens/lesson.py)
 LABEL = "label"
 
 COMPONENT_CLASSES = frozenset(
-    {*STATE_CLASS.values(), *POOL_GLYPH.keys(), POOL_USED, POOL_USED_MANY, SELECTED, LABEL,
-     HELD_SHARED}
+    {*STATE_CLASS.values(), *POOL_GLYPH.keys(), POOL_USED, POOL_USED_MANY, SELECTED, MARKED,
+     LABEL, HELD_SHARED}
 )
 
 

@@ -42,6 +42,7 @@ class PoolMap(ScrollView, can_focus=True):
         self._current: Mapping[int, BlockState] = {}
         self._evicted: frozenset[int] = frozenset()
         self.selected: int | None = None
+        self.marked: frozenset[int] = frozenset()  # cells a lesson points at
         self._grid = make_grid(num_blocks, 40, 10, num_blocks - 1)
         self._width = 40
         # Strips of drawn rows (row -> Strip), dropped row by row as blocks change.
@@ -80,6 +81,13 @@ class PoolMap(ScrollView, can_focus=True):
             top = round(self.scroll_offset.y)
             if not top <= line < top + self.scrollable_content_region.height:
                 self.scroll_to(y=max(0, line - 2), animate=False)
+
+    def mark(self, block_ids: frozenset[int]) -> None:
+        """Light these blocks up (a lesson step's cells); the rows of those that change
+        are repainted."""
+        per_row = self._grid.per_row
+        self._invalidate_rows({bid // per_row for bid in self.marked ^ block_ids})
+        self.marked = block_ids
 
     def _invalidate_rows(self, rows: set[int]) -> None:
         """Drop these grid rows' strips and repaint only their lines."""
@@ -135,7 +143,7 @@ class PoolMap(ScrollView, can_focus=True):
         if grid.label:
             segments.append(Segment(f"{start:>{grid.label - 1}} ", pal[palette.LABEL]))
         pool, current, evicted = self._pool, self._current, self._evicted
-        npool, null_id, selected = len(pool), self.null_block_id, self.selected
+        npool, null_id, selected, marked = len(pool), self.null_block_id, self.selected, self.marked
         show_id, id_w, pad = grid.show_id, grid.id_width, " " * grid.pad
         held_glyphs = self.held_glyphs and show_id
         gap = " " * grid.gap
@@ -162,7 +170,11 @@ class PoolMap(ScrollView, can_focus=True):
                     cls, glyph = palette.POOL_CACHED, "c"
                 else:
                     cls, glyph = palette.POOL_FREE, "·"
-            style = styles[cls] if bid != selected else styles[cls] + styles[palette.SELECTED]
+            style = styles[cls]
+            if bid == selected:
+                style = style + styles[palette.SELECTED]
+            elif bid in marked:
+                style = style + styles[palette.MARKED]
             text = f"{pad}{glyph}{bid:<{id_w}}{pad}" if show_id else glyph
             if style is not run_style:
                 if run_text:

@@ -54,6 +54,7 @@ class RunningTables(LineScroll, Widget, can_focus=True):
         self._pool: Sequence[Slot] = ()
         self.placeholder = ""
         self.selected: int | None = None
+        self.marked: frozenset[int] = frozenset()  # cells a lesson points at
         self.top = 0  # first display line shown
         self.cell_layout = "chips"  # chips | wrap | clip (see the module's docstring)
         self._labels: list[str] = []
@@ -69,6 +70,11 @@ class RunningTables(LineScroll, Widget, can_focus=True):
         self._pool = pool
         self.placeholder = placeholder
         self._layout()
+
+    def mark(self, block_ids: frozenset[int]) -> None:
+        if block_ids != self.marked:
+            self.marked = block_ids
+            self.refresh()
 
     def select(self, block_id: int | None) -> None:
         self.selected = block_id
@@ -195,7 +201,11 @@ class RunningTables(LineScroll, Widget, can_focus=True):
         for i in range(first, end):
             cls, glyph = self.cell(seq, i)
             bid = seq.block_ids[i]
-            style = pal[cls] if bid != self.selected else pal[cls] + pal[palette.SELECTED]
+            style = pal[cls]
+            if bid == self.selected:
+                style = style + pal[palette.SELECTED]
+            elif bid in self.marked:
+                style = style + pal[palette.MARKED]
             if self.cell_layout == "chips":
                 if i > first:
                     bar = "│" if i == seq.num_prompt_blocks else " "
