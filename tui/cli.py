@@ -14,6 +14,7 @@ from engine.errors import UserError
 from engine.kvevents.options import add_event_arguments
 from engine.options import add_engine_arguments, unused_serve_flags
 from tui.exit_codes import EXIT_INTERRUPTED
+from tui.pictures import add_picture_arguments, check_picture_args
 from tui.widgets.safe import safe_text
 
 
@@ -30,10 +31,11 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="replay it all and print the report")
     p.add_argument("--json", metavar="FILE", help="headless: write totals and per-request rows")
     p.add_argument("--force", action="store_true",
-                   help="overwrite an existing --json / --export-events file")
+                   help="overwrite an existing --json / --export-events / --plot / -o file")
     p.add_argument("--no-progress", action="store_true", help="headless: no progress bar")
     add_engine_arguments(p)
     add_event_arguments(p)
+    add_picture_arguments(p)
     return p
 
 
@@ -99,17 +101,27 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "learn":
             from tui.learn_cli import learn_parser, run_learn
 
-            return run_learn(learn_parser().parse_args(argv[1:]))
+            return run_learn(learn_parser().parse_args(argv[1:]), argv[1:])
         args = _main_parser().parse_args(argv)
         _warn_unused(args, [args.mode])
+        check_picture_args(args)
+        if args.screenshot_at is not None:
+            from tui.pictures import run_screenshot
+
+            return run_screenshot(args)
         if args.headless:
             from tui.report import run_headless
 
             return run_headless(args)
         if args.json:
             raise UserError("--json goes with --headless")
-        from tui.launch import run_inspector
+        from tui.launch import check_inspector, run_inspector
 
+        if args.web:
+            from tui.web import serve
+
+            check_inspector(args)  # bad flags or trace: one line here, not in each browser
+            return serve(argv, args.host, args.port, f"prefix-tui {args.trace}")
         return run_inspector(args)
     except UserError as err:
         # Paths and ids in the message come from the user's files: no raw control bytes.

@@ -21,6 +21,9 @@ def learn_parser() -> argparse.ArgumentParser:
                    help="replay the lesson on vLLM and check it against vLLM's records "
                         "(each question's expected answer, each step, each highlight)")
     p.add_argument("--verbose", action="store_true", help="let vLLM's and torch's log lines through")
+    from tui.pictures import add_web_arguments
+
+    add_web_arguments(p)
     return p
 
 
@@ -52,7 +55,8 @@ def lesson_list() -> list[str]:
     return [safe_text(line) for line in lines]
 
 
-def run_learn(args: argparse.Namespace) -> int:
+def run_learn(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """``argv``: the arguments after ``learn`` (what --web runs in each browser)."""
     from engine.backends import lookup
     from engine.lessons.catalog import find
 
@@ -76,6 +80,10 @@ def run_learn(args: argparse.Namespace) -> int:
         print(f"{safe_text(str(lesson.path))}: {len(lesson.steps)} steps and {asked} "
               "questions agree with vLLM's records")
         return EXIT_OK
+    if args.web:
+        from tui.web import serve
+
+        return serve(["learn", *(argv or [])], args.host, args.port, f"prefix-tui · {lesson.title}")
     from engine.lessons.check import build_options
     from tui.lesson_app import LessonApp
 

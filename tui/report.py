@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -65,8 +66,10 @@ def _progress(console: Console, disabled: bool) -> Progress:
 def replay_trace(
     path: str, args: argparse.Namespace, entry: BackendEntry, options: BuildOptions,
     keep_rows: bool, show_progress: bool,
+    on_record: Callable[[StepRecord], object] | None = None,
 ) -> RunResult:
-    """Replay one trace to the end (or to an error / Ctrl-C), counting only."""
+    """Replay one trace to the end (or to an error / Ctrl-C), counting only;
+    ``on_record`` sees every record (--plot's series)."""
     source = trace_source_from_args(args, path)
     reader = source.reader()
     # A bad first request stops here, before vLLM takes seconds to load.
@@ -98,6 +101,8 @@ def replay_trace(
             for n, record in enumerate(replay, 1):
                 last = record
                 run.breakdown.add(record.rows, record.index)
+                if on_record is not None:
+                    on_record(record)
                 if keep_rows and record.rows:
                     # One append: Ctrl-C cannot land between keeping rows and saying so.
                     run.row_batches.append((record.index, [request_row(r) for r in record.rows]))
@@ -141,13 +146,21 @@ def run_headless(args: argparse.Namespace) -> int:
     entry, options = backend_from_args(args)
     if args.json:
         check_writable(args.json, args.force, inputs=(args.trace,))
+    plot = None
+    if getattr(args, "plot", None):
+        from tui.plot import Plot
+
+        plot = Plot.checked(args.plot, args.force, inputs=(args.trace, args.json or ""))
     show = not args.no_progress and Console(stderr=True).is_terminal
     # Ctrl-C must reach the replay loop as KeyboardInterrupt, even when a parent ignored it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     run = replay_trace(args.trace, args, entry, options, keep_rows=bool(args.json),
-                       show_progress=show)
+                       show_progress=show, on_record=plot.series.add if plot else None)
     console = Console()
     print_report(console, run)
+    if plot is not None:
+        plot.write(run.label, settings_line(run.settings).plain, run.status)
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.plot)}"))
     if args.json:
         doc = export_document(
             run.settings, run.totals, [row for _i, rows in run.row_batches for row in rows],

@@ -72,6 +72,19 @@ class Actions:
             return
         self.app.push_screen(screen)
 
+    def action_save_picture(self) -> None:
+        """``s``: the screen as an SVG in the current directory, under a new name."""
+        from tui.pictures import save_screen
+
+        step = self.history.position + 1
+        try:
+            path = save_screen(self.app.export_screenshot(), self.trace_name, step)
+        except OSError as err:
+            self.notify(f"screenshot not saved: {err.strerror or err}", severity="error",
+                        markup=False, timeout=6)
+            return
+        self.notify(f"saved {path}", timeout=4, markup=False)
+
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.GUIDE))
 

@@ -88,6 +88,7 @@ MORE_KEYS = (
     Binding("escape", "clear_block", "Deselect", show=False),
     Binding("e", "error", "Error", show=False),
     Binding("t", "next_pane", "Pane", show=False),
+    Binding("s", "save_picture", "Screenshot", show=False),
     Binding("question_mark", "help", "Help", key_display="?"),
     Binding("q", "app.quit", "Quit"),
 )
@@ -214,6 +215,12 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
 
     def cancel_waits(self) -> None:
         """Another move replaces what the view was waiting for."""
+
+    def settled_at(self, index: int) -> bool:
+        """Step ``index`` is on screen with nothing loading, replaying to it or playing
+        (a headless screenshot waits for this)."""
+        return (self.shown_step == index and self.history.position == index
+                and self.target is None and not self.playing and self.header.status == "")
 
     def holder_request(self):  # noqa: ANN201 - None or a SeqView -> TraceRequest callable
         """For the block inspector: the trace request of a live sequence (serve), or None."""

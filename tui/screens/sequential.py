@@ -109,6 +109,11 @@ class SequentialScreen(InspectorScreen):
         done = len(self.history)
         return min(1.0, done / total), f"{done:,} / {about}{total:,} steps"
 
+    def settled_at(self, index: int) -> bool:
+        # The requests table fills and follows the cursor on timers: wait for both.
+        return (super().settled_at(index) and self.sequences.filled > index
+                and self.sequences.cursor_row == index)
+
     def step_count_text(self) -> str:
         return f"{self.read_count:,}"
 
