@@ -26,7 +26,6 @@ def svg_text(path) -> str:
 
 
 async def test_s_saves_a_new_svg_each_time_and_never_overwrites(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     taken = tmp_path / "prefix-tui-requests-step3.svg"  # the name the first press would take
     app = inspector_app(CHAT, requests=chat_trace())
     app.main.trace_name = "requests"
@@ -35,6 +34,7 @@ async def test_s_saves_a_new_svg_each_time_and_never_overwrites(tmp_path, monkey
         await wait_until(pilot, lambda: app.main.history.position >= 0)
         app.main.goto(2)
         await wait_until(pilot, at_step(app, 2))
+        monkeypatch.chdir(tmp_path)  # `s` saves in the current directory
         await pilot.press("s")
         await wait_until(pilot, lambda: (tmp_path / "prefix-tui-requests-step3-2.svg").exists())
         await pilot.press("s")
