@@ -22,9 +22,9 @@ V1_LESSONS = [p for p in bundled() if load_lesson(p).engine == "v1"]
 def test_the_bundled_lessons_cover_the_issue():
     titles = " ".join(load_lesson(p).title.lower() for p in bundled())
     for topic in ("full blocks", "system prompt", "multi-turn", "last prompt token",
-                  "lazy eviction", "sharing", "preemption", "salt", "v0"):
+                  "lazy eviction", "sharing", "preemption", "salt", "v0", "sliding-window"):
         assert topic in titles, topic
-    assert len(bundled()) >= 9
+    assert len(bundled()) >= 10
 
 
 @pytest.mark.parametrize("path", V1_LESSONS, ids=lambda p: p.stem)
@@ -35,7 +35,7 @@ def test_every_expected_answer_is_what_vllms_record_says(path):
         assert step.at <= len(records)
         if step.question is not None:
             q = step.question
-            assert answer_of(q.answer, records, step.at - 1, q.request) == q.expected, step
+            assert answer_of(q.answer, records, step.at - 1, q.request, q.group) == q.expected, step
     assert check_lesson(lesson, records) == []
 
 
@@ -49,6 +49,13 @@ def test_hand_worked_answers_of_the_first_lessons():
     records = replay_lesson(find("4"))
     assert answer_of("hit_tokens", records, 1, None) == 8
     assert answer_of("hit_blocks", records, 2, None) == 3
+    # Lesson 10, window 128 at block size 16: 320 tokens resent; the full group hits 19
+    # blocks (the 20th recomputed), the sliding group only the 8 blocks of the window
+    # before the recomputed one, and the 11 places before them are null blocks.
+    records = replay_lesson(find("10"))
+    assert answer_of("group_hit_blocks", records, 1, group=1) == 19
+    assert answer_of("group_hit_blocks", records, 1, group=0) == 8
+    assert answer_of("group_skipped_blocks", records, 1, group=0) == 11
 
 
 def test_walk_checks_answers_against_the_record_not_the_lesson():
@@ -126,6 +133,9 @@ def test_a_good_lesson_file_loads(tmp_path):
     (("text = \"q\"", "text = \"q\"\nask_at = 3"), 16, "ask_at must be between 1 and at = 2"),
     (("title = \"t\"", "titel = \"t\""), 1, "unknown key 'titel'"),
     (("at = 1", "at = 1\nmax_num_seqs = 4"), 8, "unknown key 'max_num_seqs'"),
+    (("answer = \"hit_blocks\"", "answer = \"group_hit_blocks\""), 17, "needs group = N"),
+    (("at = 1", "at = 1\ngroup = 1"), 8, "group belongs to a question"),
+    (("block_size = 4", "block_size = 4\nhf_config = \"none.json\""), 4, "hf_config: "),
 ])
 def test_a_mistake_is_one_line_with_file_and_line(tmp_path, capsys, change, line, words):
     path = write(tmp_path, GOOD.replace(*change, 1))

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from engine.model import BlockState, RequestResult, SeqView, StepRecord
 
 
 class AnswerError(ValueError):
     """The record has no such figure (no request at that step, no such request...)."""
+
+
+class Where(NamedTuple):
+    """Which figure of a step: the request (where a step has several) and the KV cache
+    group (models with several, --hf-config)."""
+
+    request: str | None = None
+    group: int | None = None
 
 
 def _row(rec: StepRecord, request: str | None) -> RequestResult:
@@ -42,15 +51,15 @@ def _seq(rec: StepRecord, request: str | None) -> SeqView:
     raise AnswerError(f"request {request!r} holds no blocks at step {rec.index + 1}")
 
 
-def _recomputed_block(records: Sequence[StepRecord], at: int, request: str | None) -> int:
-    seq = _seq(records[at], request)
+def _recomputed_block(records: Sequence[StepRecord], at: int, where: Where) -> int:
+    seq = _seq(records[at], where.request)
     for bid, state in zip(seq.block_ids, seq.states):
         if state is BlockState.RECOMPUTED:
             return bid
     raise AnswerError(f"no recomputed (R) block at step {at + 1}")
 
 
-def _next_block(records: Sequence[StepRecord], at: int, request: str | None) -> int:
+def _next_block(records: Sequence[StepRecord], at: int, where: Where) -> int:
     # The head of vLLM's free queue after the step before: the block it hands out next.
     before = records[at - 1] if at > 0 else None
     if before is None or not before.free_head:
@@ -58,34 +67,48 @@ def _next_block(records: Sequence[StepRecord], at: int, request: str | None) -> 
     return before.free_head[0]
 
 
-def _shared_blocks(records: Sequence[StepRecord], at: int, request: str | None) -> int:
+def _shared_blocks(records: Sequence[StepRecord], at: int, where: Where) -> int:
     rec = records[at]
-    seq = _seq(rec, request)
+    seq = _seq(rec, where.request)
     others = {bid for s in rec.seqs if s.seq_id != seq.seq_id for bid in s.block_ids}
     return sum(1 for bid in seq.block_ids if bid in others)
 
 
-def _resumed_hit_tokens(records: Sequence[StepRecord], at: int, request: str | None) -> int:
+def _resumed_hit_tokens(records: Sequence[StepRecord], at: int, where: Where) -> int:
     rec = records[at]
     if rec.serve is None:
         raise AnswerError(f"step {at + 1} is not a scheduler iteration (serve mode)")
     names = {s.seq_id: s.request_id for s in rec.seqs}  # vLLM's seq id -> the trace's id
     for r in rec.serve.resumed:
-        if request is None or names.get(r.seq_id) == request:
+        if where.request is None or names.get(r.seq_id) == where.request:
             return r.hit_tokens
     raise AnswerError(f"no preempted request resumed at step {at + 1}")
 
 
-def _preempted(records: Sequence[StepRecord], at: int, request: str | None) -> int:
+def _preempted(records: Sequence[StepRecord], at: int, where: Where) -> int:
     rec = records[at]
     if rec.serve is None:
         raise AnswerError(f"step {at + 1} is not a scheduler iteration (serve mode)")
     return len(rec.serve.preempted)
 
 
-def _field(name: str) -> Callable[[Sequence[StepRecord], int, str | None], int]:
-    def read(records: Sequence[StepRecord], at: int, request: str | None) -> int:
-        return int(getattr(_row(records[at], request), name))
+def _field(name: str) -> Callable[[Sequence[StepRecord], int, Where], int]:
+    def read(records: Sequence[StepRecord], at: int, where: Where) -> int:
+        return int(getattr(_row(records[at], where.request), name))
+    return read
+
+
+def _group_field(name: str) -> Callable[[Sequence[StepRecord], int, Where], int]:
+    def read(records: Sequence[StepRecord], at: int, where: Where) -> int:
+        row = _row(records[at], where.request)
+        if where.group is None:
+            raise AnswerError(f"{name}: name the KV cache group with group = N")
+        if not row.groups:
+            raise AnswerError(f"step {at + 1}: one KV cache group only (a lesson's "
+                              "hf_config gives several)")
+        if not 0 <= where.group < len(row.groups):
+            raise AnswerError(f"no KV cache group {where.group} (have 0..{len(row.groups) - 1})")
+        return int(getattr(row.groups[where.group], name))
     return read
 
 
@@ -93,7 +116,8 @@ def _field(name: str) -> Callable[[Sequence[StepRecord], int, str | None], int]:
 class Answer:
     name: str
     meaning: str  # for the lesson format's documentation and error messages
-    read: Callable[[Sequence[StepRecord], int, str | None], int]
+    read: Callable[[Sequence[StepRecord], int, Where], int]
+    needs_group: bool = False
 
 
 ANSWERS: dict[str, Answer] = {a.name: a for a in (
@@ -107,9 +131,9 @@ ANSWERS: dict[str, Answer] = {a.name: a for a in (
     Answer("evicted_blocks", "cached blocks evicted by the request's allocations (vLLM's "
            "BlockRemoved events)", _field("evicted_blocks")),
     Answer("evicted", "cached blocks vLLM evicted during the step",
-           lambda records, at, request: len(records[at].evicted)),
+           lambda records, at, where: len(records[at].evicted)),
     Answer("cached_free", "blocks in vLLM's free queue that still hold a hash after the step",
-           lambda records, at, request: records[at].num_cached_free),
+           lambda records, at, where: records[at].num_cached_free),
     Answer("next_block", "the block id at the head of vLLM's free queue before the step: "
            "the next one it hands out", _next_block),
     Answer("recomputed_block", "the block id of the recomputed (R) last prompt block",
@@ -119,11 +143,18 @@ ANSWERS: dict[str, Answer] = {a.name: a for a in (
     Answer("preempted", "requests vLLM's scheduler preempted in the iteration", _preempted),
     Answer("resumed_hit_tokens", "prefix-cache hit tokens of a preempted request re-admitted "
            "in the iteration", _resumed_hit_tokens),
+    Answer("group_hit_blocks", "cached blocks vLLM's lookup handed back in KV cache group "
+           "`group`", _group_field("hit_blocks"), True),
+    Answer("group_skipped_blocks", "places of the prompt vLLM filled with its null block in "
+           "KV cache group `group` (outside a sliding window)", _group_field("skipped_blocks"), True),
+    Answer("group_new_blocks", "blocks allocate_slots handed out for the prompt in KV cache "
+           "group `group`", _group_field("new_blocks"), True),
 )}
 
 
-def answer_of(name: str, records: Sequence[StepRecord], at: int, request: str | None) -> int:
+def answer_of(name: str, records: Sequence[StepRecord], at: int, request: str | None = None,
+              group: int | None = None) -> int:
     """The record's figure ``name`` at record index ``at``; AnswerError when it has none."""
     if not 0 <= at < len(records):
         raise AnswerError(f"the replay has {len(records)} steps, no step {at + 1}")
-    return ANSWERS[name].read(records, at, request)
+    return ANSWERS[name].read(records, at, Where(request, group))

@@ -51,7 +51,7 @@ def check_lesson(lesson: Lesson, records: Sequence[StepRecord]) -> list[LessonEr
         if q is None:
             continue
         try:
-            truth = answer_of(q.answer, records, step.at - 1, q.request)
+            truth = answer_of(q.answer, records, step.at - 1, q.request, q.group)
         except AnswerError as err:
             problems.append(LessonError(lesson.path, q.line, f"step {n}: {q.answer}: {err}"))
             continue

@@ -20,7 +20,8 @@ from engine.errors import UserError
 from engine.lessons.answers import ANSWERS
 from engine.lessons.highlight import HIGHLIGHTS
 from engine.lessons.locate import KeyLines
-from engine.settings import EngineSettings, ServeSettings
+from engine.hf_config import read_hf_config
+from engine.settings import EngineSettings, KVLayout, ServeSettings
 
 MAX_BYTES = 1 << 20  # a lesson is a page of text; anything bigger is not one
 
@@ -42,6 +43,7 @@ class Question:
     ask_at: int  # 1-based replay step shown while asking (default: the step before ``at``)
     request: str | None = None  # which request, where a step has several (serve)
     line: int = 0  # the line of ``expected``, for a wrong answer's message
+    group: int | None = None  # the KV cache group, for the group_* answers (hf_config)
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,11 @@ TOP_KEYS = {
     "title": str, "summary": str, "trace": str, "engine": str, "mode": str,
     "block_size": int, "num_blocks": int, "max_model_len": int, "enable_prefix_caching": bool,
     "max_num_seqs": int, "max_num_batched_tokens": int, "enable_chunked_prefill": bool,
-    "async_scheduling": bool,
+    "async_scheduling": bool, "hf_config": str,
 }
 STEP_KEYS = {
     "at": int, "text": str, "highlight": list, "question": str, "answer": str,
-    "expected": int, "explain": str, "ask_at": int, "request": str,
+    "expected": int, "explain": str, "ask_at": int, "request": str, "group": int,
 }
 REQUIRED_TOP = ("title", "trace", "block_size", "num_blocks")
 SERVE_KEYS = ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill", "async_scheduling")
@@ -161,10 +163,17 @@ class _Builder:
             if key in doc and doc[key] < least:
                 # num_blocks: vLLM keeps block 0 as its null block.
                 raise self.fail(f"{key} must be >= {least} (got {doc[key]})", key)
+        layout = KVLayout()
+        if "hf_config" in doc:
+            config = self.path.parent / doc["hf_config"]
+            try:
+                layout = KVLayout(model=read_hf_config(config))
+            except UserError as err:
+                raise self.fail(f"hf_config: {err}", "hf_config") from None
         settings = EngineSettings(
             block_size=doc["block_size"], num_blocks=doc["num_blocks"],
             max_model_len=doc.get("max_model_len"),
-            enable_caching=doc.get("enable_prefix_caching", True),
+            enable_caching=doc.get("enable_prefix_caching", True), layout=layout,
         )
         self.validated(settings.validate, "block_size")
         serve = None
@@ -223,10 +232,14 @@ class _Builder:
                 raise self.fail(f"step {i + 1}: ask_at must be between 1 and at = {at} (got "
                                 f"{ask_at}; without ask_at the question is asked at the step "
                                 "before at)", "ask_at" if "ask_at" in raw else "at", i)
+            if ANSWERS[raw["answer"]].needs_group and "group" not in raw:
+                raise self.fail(f"step {i + 1}: answer {raw['answer']!r} needs group = N (the "
+                                "KV cache group, 0-based)", "answer", i)
             question = Question(raw["question"], raw["answer"], raw["expected"], raw["explain"],
-                                ask_at, raw.get("request"), self.lines.line_of("expected", "step", i))
+                                ask_at, raw.get("request"), self.lines.line_of("expected", "step", i),
+                                raw.get("group"))
         else:
-            for key in ("ask_at", "request"):
+            for key in ("ask_at", "request", "group"):
                 if key in raw:
                     raise self.fail(f"step {i + 1}: {key} belongs to a question", key, i)
         return LessonStep(at, raw["text"], tuple(highlight), question, header)

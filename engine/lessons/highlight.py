@@ -29,8 +29,8 @@ def highlighted(selectors: Sequence[str], rec: StepRecord, pool: Sequence[Slot])
     for name in selectors:
         state = _BY_LETTER.get(name)
         if state is not None:
-            out.update(bid for seq in rec.seqs for bid, s in zip(seq.block_ids, seq.states)
-                       if s is state)
+            out.update(bid for seq in rec.seqs for table in seq.tables
+                       for bid, s in zip(table.block_ids, table.states) if s is state)
         elif name == "evicted":
             out.update(bid for bid, _h in rec.evicted)
         elif name == "next":
@@ -43,5 +43,5 @@ def highlighted(selectors: Sequence[str], rec: StepRecord, pool: Sequence[Slot])
         elif name == "shared":
             out.update(bid for bid, slot in enumerate(pool) if slot.ref_cnt > 1)
         elif name == "table":
-            out.update(bid for seq in rec.seqs for bid in seq.block_ids)
+            out.update(bid for seq in rec.seqs for table in seq.tables for bid in table.block_ids)
     return frozenset(out)

@@ -91,7 +91,7 @@ class LessonWalk:
             raise ValueError("no question waits")
         note = ""
         try:
-            truth: int | None = answer_of(q.answer, records, step.at - 1, q.request)
+            truth: int | None = answer_of(q.answer, records, step.at - 1, q.request, q.group)
         except AnswerError as err:
             truth, note = None, f"vLLM's record has no answer: {err}"
         else:
