@@ -66,21 +66,28 @@ def external_hash(h: bytes | int, int_hashes: bool) -> bytes | int:
 
 
 def to_external(events: list, int_hashes: bool) -> list:
-    """vLLM's events with hashes as the export wants them (new structs when converted)."""
+    """vLLM's events with hashes as the export wants them, converted in place: the tap
+    holds the only reference once the step's record is made (records and serve mode's
+    eviction ledger read the events before), and a Mooncake step has thousands of them
+    (vLLM emits one BlockRemoved per evicted block), so no copies."""
     if not int_hashes:
         return events
-    kv, msgspec = _kv()
-    replace = msgspec.structs.replace
-    out = []
+    kv, _msgspec = _kv()
+    stored, removed = kv.BlockStored, kv.BlockRemoved
+    from_bytes, low64 = int.from_bytes, _LOW64
     for ev in events:
-        if isinstance(ev, kv.BlockStored):
-            parent = ev.parent_block_hash
-            ev = replace(ev, block_hashes=[external_hash(h, True) for h in ev.block_hashes],
-                         parent_block_hash=None if parent is None else external_hash(parent, True))
-        elif isinstance(ev, kv.BlockRemoved):
-            ev = replace(ev, block_hashes=[external_hash(h, True) for h in ev.block_hashes])
-        out.append(ev)
-    return out
+        kind = type(ev)
+        if kind is removed or kind is stored:
+            # external_hash inlined.
+            ev.block_hashes = [from_bytes(h, "big") & low64 if type(h) is bytes else h
+                               for h in ev.block_hashes]
+            if kind is stored and ev.parent_block_hash is not None:
+                ev.parent_block_hash = external_hash(ev.parent_block_hash, True)
+        elif isinstance(ev, (stored, removed)):  # a subclass: not expected, handled alike
+            ev.block_hashes = [external_hash(h, True) for h in ev.block_hashes]
+            if isinstance(ev, stored) and ev.parent_block_hash is not None:
+                ev.parent_block_hash = external_hash(ev.parent_block_hash, True)
+    return events
 
 
 class EventTap:
@@ -266,14 +273,19 @@ class ExportingReplay:
             return  # vLLM's scheduler publishes no batch for a step without events
         kv, _msgspec = _kv()
         stored, removed = kv.BlockStored, kv.BlockRemoved
-        c = self.counts
+        n_stored = n_removed = n_cleared = 0
         for ev in raw:
-            if isinstance(ev, stored):
-                c["stored"] += len(ev.block_hashes)
-            elif isinstance(ev, removed):
-                c["removed"] += len(ev.block_hashes)
+            kind = type(ev)
+            if kind is removed or (kind is not stored and isinstance(ev, removed)):
+                n_removed += len(ev.block_hashes)
+            elif kind is stored or isinstance(ev, stored):
+                n_stored += len(ev.block_hashes)
             else:
-                c["cleared"] += 1
+                n_cleared += 1
+        c = self.counts
+        c["stored"] += n_stored
+        c["removed"] += n_removed
+        c["cleared"] += n_cleared
         batch = kv.KVEventBatch(ts=float(ts), events=to_external(raw, self.int_hashes),
                                 data_parallel_rank=DATA_PARALLEL_RANK)
         for sink in self.sinks:
