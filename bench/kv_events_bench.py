@@ -86,7 +86,8 @@ def attach_rate(export: Path, sock: Path) -> dict:
     sub.open()
     env = dict(os.environ, VLLM_LOGGING_LEVEL="ERROR")
     proc = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(export), endpoint],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         assert proc.stdout.readline().strip() == "ready"
         while not sub.poll(0.1):  # a probe: the subscription has reached the publisher
