@@ -124,3 +124,42 @@ async def test_the_attach_view_draws_a_file(tmp_path):
     assert "cached" in figures and "3 hashes, 3 blocks" in figures
     assert "#" not in log and "removed 1" in log and "stored 3" in log
     assert tree == "0000000000000001  3 blocks (100.0 %), depth 3"  # one chain: 1 -> 2 -> 3
+
+
+async def test_the_attach_view_follows_a_live_stream():
+    """The live source on the screen's worker: batches published after it subscribed are
+    drawn; quitting stops the worker."""
+    import zmq
+
+    from engine.kvevents.attach import AttachSettings
+    from tui.live_app import LiveApp, attach_source
+
+    pub = zmq.Context.instance().socket(zmq.XPUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    app = LiveApp("attach test", attach_source(AttachSettings(f"tcp://127.0.0.1:{port}")))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(4000):  # the worker imports vLLM's classes, then subscribes
+                if pub.poll(0):
+                    break
+                await pilot.pause(0.05)
+            pub.recv()
+            for seq, batch in enumerate(_batches()):
+                pub.send_multipart([b"", seq.to_bytes(8, "big"), msgspec.msgpack.encode(batch)])
+            screen = app.main
+            for _ in range(400):
+                if screen.figures is not None and screen.figures.batches == 4:
+                    break
+                await pilot.pause(0.05)
+            await pilot.pause()
+            header = str(screen.query_one("#live-header").render())
+            figures = str(screen.query_one("#live-figures").render())
+            log = str(screen.query_one("#live-log").render())
+            await pilot.press("q")
+    finally:
+        pub.close(linger=0)
+    assert screen.figures.batches == 4 and screen.figures.last_seq == 3
+    assert "hashes int" in header and "last seq 3" in header
+    assert "3 hashes, 3 blocks" in figures
+    assert "#3 removed 1" in log
+    assert screen.stop.is_set()
