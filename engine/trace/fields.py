@@ -55,9 +55,13 @@ def token_ids(ids: Any, field: str, fail: Fail) -> tuple[int, ...]:
 def seconds(value: Any, field: str, fail: Fail, unit: str = "seconds") -> float:
     if type(value) not in (int, float):
         raise fail(f"{field} must be a number of {unit} (got {type_name(value)})")
-    if not math.isfinite(value) or value < 0:
+    try:
+        t = float(value)  # an int JSON allows (up to 4,300 digits) can pass a float's range
+    except OverflowError:
+        raise fail(f"{field} is too large ({len(str(abs(value)))} digits)") from None
+    if not math.isfinite(t) or t < 0:
         raise fail(f"{field} must be finite and >= 0 (got {value})")
-    return float(value)
+    return t
 
 
 def count(value: Any, field: str, fail: Fail, low: int = 0, high: int = MAX_OUTPUT_LEN) -> int:

@@ -18,6 +18,7 @@ are ignored.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from engine.model import TraceRequest
@@ -39,9 +40,13 @@ ID_FIELDS = ("custom_id", "request_id", "id")
 
 def _timestamp(value: Any, fail: Fail) -> float:
     if type(value) in (int, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        try:
+            t = float(value)
+        except OverflowError:  # an int past a float's range
+            raise fail(f"timestamp is too large ({len(str(abs(value)))} digits)") from None
+        if not math.isfinite(t):
             raise fail(f"timestamp must be finite (got {value})")
-        return float(value)
+        return t
     if type(value) is str:
         try:
             t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -145,6 +150,8 @@ class OpenAILogParser:
             if self._t0 is None:
                 self._t0 = t
             arrival = t - self._t0
+            if not math.isfinite(arrival):
+                raise fail(f"timestamp {obj['timestamp']} is too far from the first request's")
             if arrival < 0:
                 raise fail(f"timestamp is {-arrival:.3f} s before the first request's: a log "
                            "is replayed in its order, so times must not go back past the first")
