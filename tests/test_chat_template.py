@@ -222,3 +222,37 @@ def test_the_break_line_is_safe_text():
     line = template_break_line(brk, "", 500).plain
     assert "\x1b" not in line and "␛[31mred" in line and "[bold]x[/bold]" in line
     assert line.startswith("chat template: leaves the previous turn at token 5 of 9") and "(end)" in line
+
+
+TOOLS_TEMPLATE = """\
+{%- if tools %}<|tools|>
+{{ tools | tojson }}<|end|>
+{% endif -%}
+{%- for m in messages -%}
+<|{{ m.role }}|>
+{{ m.content }}{% if m.tool_calls %}{{ m.tool_calls | tojson }}{% endif %}<|end|>
+{% endfor -%}
+{%- if add_generation_prompt %}<|assistant|>
+{% endif -%}
+"""
+
+
+def test_openai_tools_and_tool_calls_reach_a_jinja_template(tmp_path):
+    tool = {"type": "function", "function": {"name": "add", "parameters": {}}}
+    call = [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}]
+    body = {"model": "m", "tools": [tool], "messages": [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": None, "tool_calls": call},
+        {"role": "tool", "tool_call_id": "c1", "content": "4"}]}
+    trace = tmp_path / "log.jsonl"
+    trace.write_text(json.dumps(body) + "\n")
+    t = template_file(tmp_path, TOOLS_TEMPLATE)
+    (r,) = read_trace(trace, chat_template=str(t))
+    assert r.text == (f"<|tools|>\n{json.dumps([tool])}<|end|>\n<|user|>\n2+2?<|end|>\n"
+                      f"<|assistant|>\n{json.dumps(call)}<|end|>\n<|tool|>\n4<|end|>\n<|assistant|>\n")
+    # The earlier turn (up to the tool call) is re-rendered with the same tools: no break.
+    assert r.template_checked and r.template_break is None
+    d = hf_dir(tmp_path, TOOLS_TEMPLATE)
+    (own,) = read_trace(trace, tokenizer_name=str(d), chat_template="tokenizer")
+    (filed,) = read_trace(trace, tokenizer_name=str(d), chat_template=str(t))
+    assert own.prompt_token_ids == filed.prompt_token_ids and own.text == r.text

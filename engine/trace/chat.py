@@ -35,7 +35,8 @@ TOKENIZER = "tokenizer"
 CONTEXT_TOKENS = 8  # decoded around a break, each side
 CONTEXT_CHARS = 60
 
-Messages = Sequence[Mapping[str, str]]
+Messages = Sequence[Mapping[str, Any]]  # role and content (text), and for Jinja any other field
+Tools = Sequence[Any] | None  # an OpenAI request's ``tools``, for templates that render them
 
 
 def _one_line(exc: BaseException) -> str:
@@ -88,15 +89,18 @@ class ChatTemplate:
     def __init__(self, tokenizer: Callable[[], Tokenizer]) -> None:
         self.tokenizer = tokenizer
 
-    def prompt(self, messages: Messages, fail: Fail) -> tuple[tuple[int, ...], str]:
+    def prompt(self, messages: Messages, fail: Fail, tools: Tools = None) -> tuple[tuple[int, ...], str]:
         """The prompt's tokens (with the generation prompt) and its text, for display."""
         return tuple(render_messages(self.tokenizer(), messages)), messages_text(messages)
 
-    def reply(self, messages: Messages, prompt: Sequence[int], reply: str, fail: Fail) -> tuple[int, ...]:
-        """The tokens of ``reply``, the assistant's answer to ``messages``."""
-        return tuple(render_reply(self.tokenizer(), reply))
+    def reply(self, messages: Messages, prompt: Sequence[int], reply: str | Mapping[str, Any],
+              fail: Fail, tools: Tools = None) -> tuple[int, ...]:
+        """The tokens of ``reply`` (its text, or the whole assistant message), the answer
+        to ``messages``."""
+        text = reply if isinstance(reply, str) else reply["content"]
+        return tuple(render_reply(self.tokenizer(), text))
 
-    def turn_break(self, messages: Messages, prompt: Sequence[int], fail: Fail
+    def turn_break(self, messages: Messages, prompt: Sequence[int], fail: Fail, tools: Tools = None
                    ) -> tuple[bool, TemplateBreak | None]:
         """(was this checked as a later turn, where its prompt stops extending the
         previous turn)."""
@@ -104,8 +108,8 @@ class ChatTemplate:
         if j is None:
             return False, None
         before = messages[:j]
-        prev_prompt, _ = self.prompt(before, fail)
-        previous = prev_prompt + self.reply(before, prev_prompt, messages[j]["content"], fail)
+        prev_prompt, _ = self.prompt(before, fail, tools)
+        previous = prev_prompt + self.reply(before, prev_prompt, messages[j], fail, tools)
         i = first_difference(previous, prompt)
         return True, (None if i is None else make_break(self.tokenizer(), previous, prompt, i))
 
@@ -116,14 +120,14 @@ class JinjaTemplate(ChatTemplate):
     checks_turns = True
 
     def __init__(self, name: str, tokenizer: Callable[[], Tokenizer],
-                 render: Callable[[Messages, bool], str]) -> None:
+                 render: Callable[[Messages, bool, Tools], str]) -> None:
         super().__init__(tokenizer)
         self.name = name
         self._render = render
 
-    def text(self, messages: Messages, generation: bool, fail: Fail) -> str:
+    def text(self, messages: Messages, generation: bool, fail: Fail, tools: Tools = None) -> str:
         try:
-            return self._render(messages, generation)
+            return self._render(messages, generation, tools)
         except UserError:
             raise
         except Exception as exc:  # a template raises what it likes (raise_exception, TypeError...)
@@ -132,21 +136,23 @@ class JinjaTemplate(ChatTemplate):
     def _tokens(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer().encode(text))
 
-    def prompt(self, messages: Messages, fail: Fail) -> tuple[tuple[int, ...], str]:
-        text = self.text(messages, True, fail)
+    def prompt(self, messages: Messages, fail: Fail, tools: Tools = None) -> tuple[tuple[int, ...], str]:
+        text = self.text(messages, True, fail, tools)
         return self._tokens(text), text
 
-    def reply(self, messages: Messages, prompt: Sequence[int], reply: str, fail: Fail) -> tuple[int, ...]:
+    def reply(self, messages: Messages, prompt: Sequence[int], reply: str | Mapping[str, Any],
+              fail: Fail, tools: Tools = None) -> tuple[int, ...]:
         # What the template renders after the generation prompt for this answer (its
         # end-of-turn marker included), tokenized on its own: the model generates these
         # tokens after the prompt's, it does not re-tokenize the prompt with them.
-        head = self.text(messages, True, fail)
-        whole = self.text([*messages, {"role": "assistant", "content": reply}], False, fail)
+        message = {"role": "assistant", "content": reply} if isinstance(reply, str) else reply
+        head = self.text(messages, True, fail, tools)
+        whole = self.text([*messages, message], False, fail, tools)
         if whole.startswith(head):
             return self._tokens(whole[len(head):])
         # The template renders the prompt differently once an answer follows: the reply
         # alone is the best guess of what was generated.
-        return self._tokens(reply)
+        return self._tokens(message.get("content") or "")
 
 
 # -- Jinja, as transformers sets it up ---------------------------------------------------------
@@ -217,9 +223,10 @@ def file_template(path: str, tokenizer: Callable[[], Tokenizer]) -> JinjaTemplat
         raise UserError(f"{path}: cannot read the chat template: {exc.strerror or exc}") from None
     compiled = compile_template(source, path)
 
-    def render(messages: Messages, generation: bool) -> str:
-        return compiled.render(messages=list(messages), add_generation_prompt=generation,
-                               tools=None, documents=None, **_special_tokens(tokenizer()))
+    def render(messages: Messages, generation: bool, tools: Tools) -> str:
+        return compiled.render(messages=[dict(m) for m in messages], add_generation_prompt=generation,
+                               tools=list(tools) if tools is not None else None, documents=None,
+                               **_special_tokens(tokenizer()))
 
     return JinjaTemplate(path, tokenizer, render)
 
@@ -246,9 +253,10 @@ def tokenizer_template(tokenizer: Callable[[], Tokenizer], tokenizer_name: str |
         checked.append(tok.hf)
         return tok.hf
 
-    def render(messages: Messages, generation: bool) -> str:
+    def render(messages: Messages, generation: bool, tools: Tools) -> str:
         return hf().apply_chat_template([dict(m) for m in messages], tokenize=False,
-                                        add_generation_prompt=generation)
+                                        add_generation_prompt=generation,
+                                        tools=list(tools) if tools is not None else None)
 
     return JinjaTemplate(f"{where}'s template", tokenizer, render)
 

@@ -3,13 +3,13 @@ block size, the tokenizer (loaded on first use), the chat template, LoRA adapter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import TraceError
 from engine.trace.fields import Fail
 from engine.model import TemplateBreak
-from engine.trace.chat import ChatTemplate
+from engine.trace.chat import ChatTemplate, Messages, Tools
 from engine.trace.tokenize import Tokenizer, render_reply
 
 # Fields that name a format, for "this line belongs to another format" hints; the order
@@ -59,18 +59,18 @@ class ParseContext:
     def fail(self, lineno: int | None, message: str) -> TraceError:
         return TraceError(self.path, lineno, message)
 
-    def render(self, messages: Sequence[Mapping[str, str]], fail: Fail) -> tuple[tuple[int, ...], str]:
+    def render(self, messages: Messages, fail: Fail, tools: Tools = None) -> tuple[tuple[int, ...], str]:
         """A chat prompt's tokens and its text (for display)."""
-        return self.chat.prompt(messages, fail)
+        return self.chat.prompt(messages, fail, tools)
 
-    def render_reply(self, messages: Sequence[Mapping[str, str]] | None, prompt: tuple[int, ...],
-                     reply: str, fail: Fail) -> tuple[int, ...]:
+    def render_reply(self, messages: Messages | None, prompt: tuple[int, ...],
+                     reply: str, fail: Fail, tools: Tools = None) -> tuple[int, ...]:
         """The tokens of an assistant reply to ``messages`` (whose prompt is ``prompt``);
         a reply to a plain prompt is the simple template's reply."""
         if messages is None:
             return tuple(render_reply(self.tokenizer(), reply))
-        return self.chat.reply(messages, prompt, reply, fail)
+        return self.chat.reply(messages, prompt, reply, fail, tools)
 
-    def turn_break(self, messages: Sequence[Mapping[str, str]], prompt: tuple[int, ...],
-                   fail: Fail) -> tuple[bool, TemplateBreak | None]:
-        return self.chat.turn_break(messages, prompt, fail)
+    def turn_break(self, messages: Messages, prompt: tuple[int, ...], fail: Fail,
+                   tools: Tools = None) -> tuple[bool, TemplateBreak | None]:
+        return self.chat.turn_break(messages, prompt, fail, tools)

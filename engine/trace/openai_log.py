@@ -11,8 +11,9 @@ the body (``choices[0].message.content`` / ``choices[0].text``, or ``usage.
 completion_tokens``), else ``max_completion_tokens`` / ``max_tokens``, else 0. ``model``
 becomes the request's LoRA adapter when it is one of ``--lora-names``. ``timestamp`` (seconds,
 or an ISO 8601 time) counts from the first request's; without one, requests arrive one a
-second in file order. A production format: other fields (temperature, stream, tools, ...)
-are ignored.
+second in file order. ``tools`` and messages' other fields (tool_calls, ...) go to a Jinja
+chat template, which may render them. A production format: other fields (temperature,
+stream, ...) are ignored.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def _content(value: Any, where: str, fail: Fail) -> str:
     return "".join(texts)
 
 
-def chat_messages(msgs: Any, fail: Fail, prefix: str = "") -> list[dict[str, str]]:
-    """OpenAI chat messages as ``[{role, content}]`` text (other message fields ignored)."""
+def chat_messages(msgs: Any, fail: Fail, prefix: str = "") -> list[dict[str, Any]]:
+    """OpenAI chat messages with their content as text; other fields (tool_calls, name,
+    ...) are kept for a Jinja template (the simple template reads role and content)."""
     if type(msgs) is not list:
         raise fail(f"{prefix}messages must be a list of objects (got {type_name(msgs)})")
     if not msgs:
@@ -97,7 +99,7 @@ def chat_messages(msgs: Any, fail: Fail, prefix: str = "") -> list[dict[str, str
         if type(role) is not str or not role:
             raise fail(f"{where}.role must be a non-empty string (got {type_name(role)})")
         check_encodable(f"{where}.role", role, fail)
-        out.append({"role": role, "content": _content(m.get("content"), f"{where}.content", fail)})
+        out.append({**m, "role": role, "content": _content(m.get("content"), f"{where}.content", fail)})
     return out
 
 
@@ -164,10 +166,17 @@ class OpenAILogParser:
                        + (f" (got {' and '.join(has)})" if has else ""))
         msgs = None
         later, broken = False, None
+        tools = body.get("tools")
+        if tools is not None:
+            if type(tools) is not list:
+                raise fail(f"{p}tools must be a list of objects (got {type_name(tools)})")
+            bad = next((i for i, t in enumerate(tools) if type(t) is not dict), None)
+            if bad is not None:
+                raise fail(f"{p}tools[{bad}] must be an object (got {type_name(tools[bad])})")
         if has == ["messages"]:
             msgs = chat_messages(body["messages"], fail, p)
-            prompt, text = ctx.render(msgs, fail)
-            later, broken = ctx.turn_break(msgs, prompt, fail)
+            prompt, text = ctx.render(msgs, fail, tools)
+            later, broken = ctx.turn_break(msgs, prompt, fail, tools)
         else:
             prompt, text = self._prompt(body["prompt"], p, fail)
 
@@ -177,7 +186,7 @@ class OpenAILogParser:
         out_ids = None
         if reply is not None:
             if msgs is not None:
-                out_ids = ctx.render_reply(msgs, prompt, reply, fail) if reply else ()
+                out_ids = ctx.render_reply(msgs, prompt, reply, fail, tools) if reply else ()
             else:
                 out_ids = tuple(ctx.tokenizer().encode(reply))
             out_len = len(out_ids)
