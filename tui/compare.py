@@ -107,7 +107,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if diffs is not None:
             doc["differences"] = [difference_dict(d, (engines[0], engines[1])) for d in diffs]
         write_json_atomic(args.json, doc)
-        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"), soft_wrap=True)
     worst = EXIT_OK
     for run in runs:
         if run.status != "complete":

@@ -169,7 +169,7 @@ def run_headless(args: argparse.Namespace) -> int:
             run.breakdown,
         )
         write_json_atomic(args.json, doc)
-        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"), soft_wrap=True)
     message = safe_text(run.message)
     if run.status == "bad_input":
         print(f"prefix-tui: {message}", file=sys.stderr)

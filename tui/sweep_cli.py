@@ -195,10 +195,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         doc = outcome.document(settings_doc(args, plan, version))
         doc["status"] = "interrupted" if interrupted else "complete"
         write_json_atomic(args.json, doc)
-        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"))
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"), soft_wrap=True)
     if args.csv:
         write_text_atomic(args.csv, outcome.csv_text())
-        Console(stderr=True).print(Text(f"wrote {safe_text(args.csv)}"))
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.csv)}"), soft_wrap=True)
     return _exit_code(outcome, interrupted)
 
 
