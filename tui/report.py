@@ -160,7 +160,7 @@ def run_headless(args: argparse.Namespace) -> int:
     print_report(console, run)
     if plot is not None:
         plot.write(run.label, settings_line(run.settings).plain, run.status)
-        Console(stderr=True).print(Text(f"wrote {safe_text(args.plot)}"))
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.plot)}"), soft_wrap=True)
     if args.json:
         doc = export_document(
             run.settings, run.totals, [row for _i, rows in run.row_batches for row in rows],
