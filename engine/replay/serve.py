@@ -316,7 +316,8 @@ class ServeReplay(SeqTables):
             admitted=tuple(admitted), seqs=seqs, finished=tuple(finished), evicted=evicted,
             events=events, pool_delta=delta,
             totals=self.totals, error=error,
-            note=self._note(admitted, finished_results, finished, preempted, resumed, scheduled),
+            note=self._note(admitted, finished_results, finished, preempted, resumed, scheduled,
+                            it.tier if it is not None else None),
             serve=serve, tier=it.tier if it is not None else None,
         )
 
@@ -419,7 +420,8 @@ class ServeReplay(SeqTables):
             **self._vllm_counts(),
         )
 
-    def _note(self, admitted, finished_results, finished, preempted, resumed, scheduled) -> str:
+    def _note(self, admitted, finished_results, finished, preempted, resumed, scheduled,
+              tier=None) -> str:  # noqa: ANN001 - TierPart | None
         parts: list[str] = []
         if scheduled is not None:
             n = len(scheduled.num_scheduled_tokens)
@@ -443,6 +445,14 @@ class ServeReplay(SeqTables):
             parts.append(f"finished {r.request_id}: {describe_finish(r)}")
         elif finished:
             parts.append(f"finished {len(finished)}")
+        if scheduled is not None and scheduled.loading:
+            ids = [self._live[s].req.request_id if s in self._live else s
+                   for s in scheduled.loading]
+            n = sum(len(g[0]) for g in scheduled.loading.values())
+            parts.append(f"{', '.join(ids)}: loading {counted(n, 'block')} from the CPU tier")
+        if tier is not None and (tier.blocks_loaded or tier.blocks_stored):
+            parts.append(f"CPU tier: {tier.blocks_loaded:,} loaded, {tier.blocks_stored:,} "
+                         f"stored, {tier.stored:,} of {counted(tier.num_blocks, 'block')} held")
         return "; ".join(parts)
 
     def _verify(self) -> None:

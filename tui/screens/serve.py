@@ -16,6 +16,7 @@ from engine.replay import steps
 from tui.feed import Feed
 from tui.screens.inspector import InspectorScreen, bindings, find_request
 from tui.screens.status import TO_THE_END
+from tui.widgets.cpu_tier import CpuTierStrip
 from tui.widgets.help_text import SERVE_GUIDE
 from tui.widgets.running_tables import RunningTables
 from tui.widgets.serve_panel import ServePanel, preempted_index
@@ -57,6 +58,7 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         # A jump or a find waiting for records the replay has not made yet.
         self.pending_jump: tuple[str, int, int] | None = None  # (kind, delta, from step)
         self.pending_find: str | None = None
+        self.cpu_strip: CpuTierStrip | None = None  # with vLLM's CPU offloading tier
 
     def starting_scheduler(self) -> str:
         # Until vLLM says, the class its settings resolve to.
@@ -66,6 +68,13 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
     def compose_table(self) -> Widget:
         self.running = RunningTables(self.settings.num_blocks, id="running")
         return self.running
+
+    def compose_under_pool(self) -> Widget | None:
+        tier = self.serve_settings.tier if self.serve_settings is not None else None
+        if tier is None or not tier.enabled:
+            return None
+        self.cpu_strip = CpuTierStrip(id="cpu-tier")
+        return self.cpu_strip
 
     def compose_middle(self) -> Widget:
         self.serve_panel = ServePanel(self.request_id, id="queues", classes="pane")
@@ -128,6 +137,8 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
             f"{len(held):,} blocks held, {shared:,} shared"
         )
         self.serve_panel.show(rec, self.history.records[i - 1] if i else None, self.preempted_at)
+        if self.cpu_strip is not None:
+            self.cpu_strip.show(rec.tier)
         x = rec.serve
         if x is not None:
             self.header.update_state(iteration={
