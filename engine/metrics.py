@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from engine.layout_metrics import by_group_list, group_sums
-from engine.model import Outcome, RequestResult, ServeSummary, TierSummary, Totals
+from engine.model import Outcome, RequestResult, ServeSummary, Totals
+from engine.tier_records import TierSummary
 
 
 def ratio(num: float, den: float) -> float:

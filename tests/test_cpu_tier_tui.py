@@ -3,7 +3,8 @@ drawn from the records' TierPart, which the adapter reads off vLLM's CPUOffloadi
 
 from __future__ import annotations
 
-from engine.model import CPU_EVICTABLE, CPU_FREE, CPU_LOADING, CPU_WRITE_PENDING, BlockState, TierPart
+from engine.model import BlockState
+from engine.tier_records import CPU_EVICTABLE, CPU_FREE, CPU_LOADING, CPU_WRITE_PENDING, TierPart
 from engine.settings import EngineSettings, ServeSettings, TierSettings
 from tests.conftest import req
 from tests.test_tui_support import goto_serve_step, inspector_app

@@ -19,12 +19,12 @@ from engine.model import (
     ServePart,
     StepError,
     StepRecord,
-    TierPart,
     Totals,
     TraceRequest,
 )
 
 if TYPE_CHECKING:
+    from engine.tier_records import TierPart
     from engine.backends.vllm_v1.manager import PoolReader
     from engine.replay.pool_mirror import PoolMirror
 

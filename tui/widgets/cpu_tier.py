@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.model import CPU_EVICTABLE, CPU_FREE, CPU_LOADING, CPU_WRITE_PENDING, TierPart
+from engine.tier_records import CPU_EVICTABLE, CPU_FREE, CPU_LOADING, CPU_WRITE_PENDING, TierPart
 
 GLYPH = {CPU_FREE: "·", CPU_EVICTABLE: "c", CPU_WRITE_PENDING: "w", CPU_LOADING: "L"}
 CLASS = {CPU_FREE: "cpu--free", CPU_EVICTABLE: "cpu--stored",

@@ -12,7 +12,8 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from engine.errors import UserError
-from engine.model import CPU_EVICTABLE, CPU_LOADING, CPU_WRITE_PENDING, Slot
+from engine.model import Slot
+from engine.tier_records import CPU_EVICTABLE, CPU_LOADING, CPU_WRITE_PENDING
 
 _HASH_KEY_GROUP_BYTES = 4  # vLLM's BlockHashWithGroupId: hash bytes + 4-byte group id
 _REF = attrgetter("ref_cnt")  # KVCacheBlock's fields
@@ -199,7 +200,7 @@ class TierInternals:
 
     @staticmethod
     def chunk_codes(manager: Any) -> bytes:
-        """Each CPU block's state, one byte a block (engine.model.CPU_*): ChunkStatus.ref_cnt is -1
+        """Each CPU block's state, one byte a block (engine.tier_records.CPU_*): ChunkStatus.ref_cnt is -1
         while a store is in flight, 0 when evictable, > 0 while loads read it."""
         codes = bytearray(manager._num_chunks)
         for chunk in TierInternals.chunks(manager):

@@ -51,7 +51,8 @@ from engine.backends.vllm_v1.tier import CpuTier
 from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import NO_EVENTS, KVEvent, KVGroupInfo, Rows, SchedulerInfo, TierPart
+from engine.model import NO_EVENTS, KVEvent, KVGroupInfo, Rows, SchedulerInfo
+from engine.tier_records import TierPart
 from engine.errors import UserError
 from engine.settings import EngineSettings, ServeSettings
 

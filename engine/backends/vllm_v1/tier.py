@@ -16,7 +16,7 @@ from engine.backends.vllm_v1.offload import (
     kv_bytes_per_block,
     offloading_size_gib,
 )
-from engine.model import TierPart, TierSummary
+from engine.tier_records import TierPart, TierSummary
 from engine.settings import TierSettings
 
 # vLLM's metric names (OffloadingConnectorStats keys, CPUOffloadingMetrics).
