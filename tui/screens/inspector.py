@@ -250,9 +250,6 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
                 yield self.request_panel
                 yield table
                 yield self.pool_map
-                under = self.compose_under_pool()
-                if under is not None:
-                    yield under
                 yield Legend(show_held=self.SHOW_HELD, id="legend")
             # The panes are children of #body, not of a side column: app.tcss lays them
             # out as a grid around #main when wide, and as tabs under it when narrow.
@@ -263,10 +260,6 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
 
     def starting_scheduler(self) -> str:
         return ""
-
-    def compose_under_pool(self) -> Widget | None:
-        """A view's strip under the pool map (serve mode: the CPU offloading tier)."""
-        return None
 
     def view_mounted(self) -> None:
         """The view's own set-up once mounted. (Not an on_mount override: Textual calls

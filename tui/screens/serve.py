@@ -69,13 +69,6 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         self.running = RunningTables(self.settings.num_blocks, id="running")
         return self.running
 
-    def compose_under_pool(self) -> Widget | None:
-        tier = self.serve_settings.tier if self.serve_settings is not None else None
-        if tier is None or not tier.enabled:
-            return None
-        self.cpu_strip = CpuTierStrip(id="cpu-tier")
-        return self.cpu_strip
-
     def compose_middle(self) -> Widget:
         self.serve_panel = ServePanel(self.request_id, id="queues", classes="pane")
         return self.serve_panel
@@ -85,6 +78,10 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
 
     def view_mounted(self) -> None:
         self.running.border_title = "running sequences' block tables"
+        tier = self.serve_settings.tier if self.serve_settings is not None else None
+        if tier is not None and tier.enabled:  # vLLM's CPU offloading tier, under the pool
+            self.cpu_strip = CpuTierStrip(id="cpu-tier")
+            self.pool_map.parent.mount(self.cpu_strip, after=self.pool_map)
 
     def on_resize(self, event) -> None:  # noqa: ANN001 - events.Resize
         self.footer.compact = event.size.width < COMPACT_FOOTER_BELOW
