@@ -190,7 +190,7 @@ class Feed:
             first = (str(exc).strip().splitlines() or [""])[0]
             self.post(EngineFailed(f"{type(exc).__name__}: {first}", traceback.format_exc()))
             return
-        self.post(EngineReady(self.backend.version, self.backend.info))
+        self.post(EngineReady(self.backend.version, self.backend.info, self.backend.groups))
 
     # -- worker: replay ---------------------------------------------------------------------------
     def run_replay(self) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from engine.model import SchedulerInfo
+    from engine.model import KVGroupInfo, SchedulerInfo
 
 
 class TraceProgress(Message):
@@ -50,12 +50,15 @@ class EngineStatus(Message):
 
 
 class EngineReady(Message):
-    """vLLM is up; ``info`` is the scheduler vLLM built (scheduler backends), else None."""
+    """vLLM is up; ``info`` is the scheduler vLLM built (scheduler backends), else None;
+    ``groups`` the KV cache groups vLLM built (several with --hf-config)."""
 
-    def __init__(self, vllm_version: str, info: SchedulerInfo | None = None) -> None:
+    def __init__(self, vllm_version: str, info: SchedulerInfo | None = None,
+                 groups: tuple[KVGroupInfo, ...] = ()) -> None:
         super().__init__()
         self.vllm_version = vllm_version
         self.info = info
+        self.groups = groups
 
 
 class EngineFailed(Message):

@@ -100,6 +100,8 @@ class ServeReplay(SeqTables):
             raise UserError("serve mode replays a single KV cache group for now")
         self.detail = detail
         self.cancel = cancel
+        # The group whose table tells a recomputed last block: a full-attention one.
+        self._full_group = next((g.index for g in backend.groups if g.kind == "full"), 0)
         self.verify_pool = verify_pool and detail  # tests: compare the mirror to a full scan
         # Final RequestResults per seq id hold the prompt tokens: a 12k-request Mooncake
         # run would keep ~6 GB. Kept by default only with detail (records hold them anyway).
@@ -278,7 +280,7 @@ class ServeReplay(SeqTables):
                     if a.resumed:
                         resumed.append(Resumed(a.seq_id, a.num_cached_tokens))
                         continue
-                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens, a.block_ids[0])
+                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens, a.block_ids[self._full_group])
                     live.result = result
                     admitted.append(result)
                     self._add_totals(result)

@@ -13,8 +13,8 @@ from engine.replay.common import cdiv, table_states
 if TYPE_CHECKING:
     from engine.backends.vllm_v1.scheduler import Scheduled
 
-# The KV cache group whose block tables serve mode classifies: the only one today's
-# layouts have. A hybrid layout adds its other groups here (issue 12).
+# The KV cache group whose block tables a single-group layout has. Several groups
+# (--hf-config) take _group_views: every group's table, read from vLLM each step.
 GROUP = 0
 
 
@@ -29,6 +29,9 @@ class _Live:
     result: RequestResult | None = None  # at first admission
     hit_tokens: int = 0  # the latest prefix lookup (admission or resume)
     table: tuple[int, ...] = ()  # block table at the last record (detail only)
+    # Several KV cache groups: each group's table at the last record (``table`` then holds
+    # every group's real blocks, for the pool mirror).
+    group_tables: tuple[tuple[int, ...], ...] = ()
     states: tuple[BlockState, ...] = ()
     frontier: int = 0  # tokens known and computed at the last record
     message: str = ""
@@ -49,6 +52,8 @@ class SeqTables:
 
     # -- block tables and the pool (detail) -----------------------------------------------------
     def _seq_views(self, scheduled: Scheduled | None, running: list[str], finished: list[str]):
+        if len(self.backend.groups) > 1:
+            return self._group_views(scheduled, running)
         b = self.backend
         bs = self.settings.block_size
         mirror = self._mirror
@@ -148,3 +153,75 @@ class SeqTables:
         async scheduler hashes one iteration late."""
         return max(0, (frontier - 2) // self.settings.block_size - 1)
 
+
+    def _group_views(self, scheduled: Scheduled | None, running: list[str]):
+        """Several KV cache groups: every running sequence's table in every group, read
+        from vLLM each step (a sliding-window group replaces blocks that left its window
+        by vLLM's null block, so a table is not its last one plus the blocks added). Costs
+        O(blocks held) per step; touched covers every block of every table before and
+        after, so the pool mirror stays exact."""
+        b = self.backend
+        bs = self.settings.block_size
+        null = b.null_block_id
+        mirror = self._mirror
+        touched: list[int] = []
+        admissions = {a.seq_id: a for a in scheduled.admissions} if scheduled else {}
+        claimed: set[int] = set()
+        if scheduled is not None:
+            for groups in scheduled.new_block_ids.values():
+                for blocks in groups:
+                    claimed.update(blocks)
+                    touched.extend(blocks)
+        hit_states: dict[str, list[list[BlockState]]] = {}
+        for a in admissions.values():
+            per_group = []
+            for ids in a.block_ids:
+                per_group.append([
+                    BlockState.SKIPPED if bid == null else
+                    BlockState.HIT_SHARED if mirror[bid].ref_cnt > 0 or bid in claimed
+                    else BlockState.HIT_FREE
+                    for bid in ids[: a.num_cached_tokens // bs]
+                ])
+            hit_states[a.seq_id] = per_group
+            for blocks in a.block_ids:
+                claimed.update(blocks)
+                touched.extend(blocks)
+        for seq_id in self._running_prev:
+            live = self._live.get(seq_id)
+            if live is not None:
+                touched.extend(live.table)
+        views: list[SeqView] = []
+        for seq_id in running:
+            live = self._live[seq_id]
+            tables = b.block_tables(seq_id)
+            num_tokens, computed = b.progress(seq_id)
+            prompt_len = live.req.num_prompt_tokens
+            prompt_blocks = cdiv(prompt_len, bs)
+            adm = admissions.get(seq_id)
+            out: list[GroupTable] = []
+            for g, table in enumerate(tables):
+                prev = live.group_tables[g] if g < len(live.group_tables) else ()
+                if adm is not None:
+                    hits, held = hit_states[seq_id][g], 0
+                else:
+                    hits, held = [], 0
+                    while held < min(len(prev), len(table)) and (
+                            table[held] == prev[held] or table[held] == null):
+                        held += 1
+                states = tuple(
+                    BlockState.SKIPPED if bid == null else
+                    block_state(i, mirror[bid].block_hash is not None, hits=hits, held=held,
+                                computed=computed, block_size=bs, recomputed_index=None)
+                    for i, bid in enumerate(table)
+                )
+                out.append(GroupTable(g, table, states))
+            flat = tuple(bid for t in tables for bid in t if bid != null)
+            touched.extend(flat)
+            live.table, live.group_tables, live.states = flat, tables, out[0].states
+            live.frontier = min(num_tokens, computed)
+            views.append(SeqView(
+                seq_id=seq_id, request_id=live.req.request_id, tables=tuple(out),
+                num_prompt_tokens=prompt_len, num_tokens=num_tokens,
+                num_hit_tokens=live.hit_tokens, num_prompt_blocks=prompt_blocks,
+            ))
+        return tuple(views), touched

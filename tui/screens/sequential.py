@@ -89,12 +89,19 @@ class SequentialScreen(InspectorScreen):
     # -- one step -------------------------------------------------------------------------
     def lit_blocks(self, rec: StepRecord) -> dict[int, BlockState]:
         seq = rec.seqs[0] if rec.seqs else None
-        return dict(zip(seq.block_ids, seq.states)) if seq else {}
+        if seq is None:
+            return {}
+        # Every group's blocks (vLLM's null block is not lit: it stands in many places).
+        lit: dict[int, BlockState] = {}
+        for table in reversed(seq.tables):  # the first group's state wins
+            lit.update((b, s) for b, s in zip(table.block_ids, table.states)
+                       if s is not BlockState.SKIPPED)
+        return lit
 
     def show_view(self, rec: StepRecord) -> None:
         seq = rec.seqs[0] if rec.seqs else None
         placeholder = "no blocks: " + rec.note if seq is None and rec.request is not None else ""
-        self.block_table.show(seq, placeholder)
+        self.block_table.show(seq, placeholder, self.kv_groups)
         bs = self.settings.block_size
         summary = token_summary(rec, bs)
         if len(summary) + 18 > self.block_table.size.width:

@@ -4,6 +4,8 @@ table, the queues pane, and jumps to the steps where requests arrive (a / A) and
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -118,15 +120,25 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         # their ref count (shaded apart above 1), so sharing between live sequences shows.
         return {
             bid: state
-            for seq in rec.seqs for bid, state in zip(seq.block_ids, seq.states)
-            if state is not BlockState.HELD
+            for seq in rec.seqs for t in seq.tables for bid, state in zip(t.block_ids, t.states)
+            if state is not BlockState.HELD and state is not BlockState.SKIPPED
         }
+
+    def group_rows(self, seqs: tuple[SeqView, ...]) -> tuple[SeqView, ...]:
+        """Several KV cache groups: a row per sequence and group ("q3 · g0")."""
+        if len(self.kv_groups) <= 1:
+            return seqs
+        return tuple(replace(seq, request_id=f"{seq.request_id} · g{t.group}", tables=(t,))
+                     for seq in seqs for t in seq.tables)
 
     def show_view(self, rec: StepRecord) -> None:
         pool = self.history.pool
         i = rec.index
-        self.running.show(rec.seqs, pool, "no sequence running: " + (rec.note or "vLLM is idle"))
-        held = {bid for seq in rec.seqs for bid in seq.block_ids}
+        self.running.show(self.group_rows(rec.seqs), pool,
+                          "no sequence running: " + (rec.note or "vLLM is idle"))
+        held = {bid for seq in rec.seqs for t in seq.tables for bid in t.block_ids
+                if bid != self.entry.null_block_id} if len(self.kv_groups) > 1 else {
+            bid for seq in rec.seqs for bid in seq.block_ids}
         shared = sum(1 for bid in held if pool[bid][0] > 1)
         n = len(rec.seqs)
         self.running.border_title = Text(

@@ -15,7 +15,7 @@ STATES = (
 SHORT = {  # for narrow terminals
     BlockState.HIT_FREE: "hit", BlockState.HIT_SHARED: "shared", BlockState.NEW: "new",
     BlockState.NEW_EVICTED: "evicted", BlockState.PARTIAL: "partial",
-    BlockState.RECOMPUTED: "recomputed",
+    BlockState.RECOMPUTED: "recomputed", BlockState.SKIPPED: "null",
 }
 POOL = (palette.POOL_FREE, palette.POOL_CACHED, palette.POOL_USED, palette.POOL_NULL)
 POOL_SHORT = {palette.POOL_FREE: "free", palette.POOL_CACHED: "cached-free",
@@ -32,6 +32,7 @@ class Legend(Widget):
     def __init__(self, *, show_held: bool = False, **kw) -> None:
         super().__init__(**kw)
         self.show_held = show_held
+        self.groups = False  # several KV cache groups: the null-block chip, group digits
 
     def render(self) -> Text:
         width = self.size.width
@@ -50,7 +51,8 @@ class Legend(Widget):
 
     def _states(self, long: bool) -> Text:
         out = Text()
-        for state in STATES:
+        states = STATES + ((BlockState.SKIPPED,) if self.groups else ())
+        for state in states:
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state] if long else SHORT[state]}  ")
         return out
@@ -59,8 +61,11 @@ class Legend(Widget):
         pool = Text()
         for cls in POOL:
             glyph = "1" if cls == palette.POOL_USED else palette.POOL_GLYPH[cls]
+            label = labels[cls]
+            if self.groups and cls in (palette.POOL_CACHED, palette.POOL_USED):
+                glyph, label = "0", f"{label}, group 0"
             pool.append(f" {glyph} ", self.get_component_rich_style(cls))
-            pool.append(f" {labels[cls]}  ")
+            pool.append(f" {label}  ")
         if help_hint:
             pool.append("? help", self.get_component_rich_style(palette.LABEL))
         return pool

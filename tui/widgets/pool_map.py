@@ -9,6 +9,10 @@ changed, a jump drops them all.
 block id, a held block prints "=" (ref count 1) or "s" (ref count > 1), as the running
 block tables do, instead of a ref-count digit that would run into the id ("41" for block 1
 with ref count 4). Cells without ids keep the digit; the shading follows the ref count.
+
+``group_glyphs`` (a model with several KV cache groups, --hf-config): a block with a hash
+prints the number of the group it was cached for (vLLM keys its cache by hash and group),
+shaded as in use or cached-free; an in-use block without a hash prints "=".
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class PoolMap(ScrollView, can_focus=True):
         super().__init__(**kw)
         self.num_blocks = num_blocks
         self.held_glyphs = held_glyphs
+        self.group_glyphs = False
         self.null_block_id = null_block_id
         self._pool: Sequence[Slot] = ()
         self._current: Mapping[int, BlockState] = {}
@@ -146,6 +151,7 @@ class PoolMap(ScrollView, can_focus=True):
         npool, null_id, selected, marked = len(pool), self.null_block_id, self.selected, self.marked
         show_id, id_w, pad = grid.show_id, grid.id_width, " " * grid.pad
         held_glyphs = self.held_glyphs and show_id
+        group_glyphs = self.group_glyphs
         gap = " " * grid.gap
         styles = self._styles()
         run_text: list[str] = []
@@ -157,9 +163,13 @@ class PoolMap(ScrollView, can_focus=True):
             elif bid in evicted:
                 cls, glyph = palette.POOL_EVICTED, "!"
             else:
-                ref, block_hash = pool[bid][:2] if bid < npool else (0, None)
+                ref, block_hash, group = pool[bid] if bid < npool else (0, None, 0)
                 if bid == null_id:
                     cls, glyph = palette.POOL_NULL, "x"
+                elif group_glyphs and (ref > 0 or block_hash is not None):
+                    cls = (palette.POOL_CACHED if ref == 0 else
+                           palette.POOL_USED if ref == 1 else palette.POOL_USED_MANY)
+                    glyph = "=" if block_hash is None else str(group) if group < 10 else "+"
                 elif ref > 0:
                     cls = palette.POOL_USED if ref == 1 else palette.POOL_USED_MANY
                     if held_glyphs:

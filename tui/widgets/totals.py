@@ -23,6 +23,7 @@ from textual.strip import Strip
 from engine import metrics
 from engine.model import Totals
 from tui.widgets.breakdown import BreakdownLines
+from tui.widgets.group_lines import GroupLines
 
 SPARK_STEPS = 120  # the sparkline covers the last this-many steps up to the cursor
 VALUE_WIDTH = 10  # "99,999,999": columns stay put up to 8-digit counts
@@ -136,6 +137,7 @@ class TotalsPanel(Vertical):
         self.rows = rows
         self.spark_label = spark_label
         self.values: dict[str, str] = self._values(Totals())
+        self.kv_groups: tuple = ()  # vLLM's KV cache groups (a line per group when several)
 
     def _values(self, totals: Totals) -> dict[str, str]:
         every = {**totals_values(totals), **serve_values(totals)}
@@ -146,6 +148,7 @@ class TotalsPanel(Vertical):
         figures.values = self.values
         yield figures
         yield BreakdownLines(id="totals-breakdown")
+        yield GroupLines(id="totals-groups")
         yield Label(self._spark_label(), id="totals-spark-label")
         yield HitSparkline([], id="totals-spark")
 
@@ -153,6 +156,7 @@ class TotalsPanel(Vertical):
              breakdown: metrics.Breakdown | None = None) -> None:
         """``breakdown``: hits per tenant, adapter and type at this step (None: none)."""
         self.query_one(BreakdownLines).show(breakdown)
+        self.query_one(GroupLines).show(totals, self.kv_groups)
         self.values = self._values(totals)
         figures = self.query_one(TotalsFigures)
         figures.values = self.values
