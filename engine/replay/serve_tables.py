@@ -208,12 +208,9 @@ class SeqTables:
                     while held < min(len(prev), len(table)) and (
                             table[held] == prev[held] or table[held] == null):
                         held += 1
-                states = tuple(
-                    BlockState.SKIPPED if bid == null else
-                    block_state(i, mirror[bid].block_hash is not None, hits=hits, held=held,
-                                computed=computed, block_size=bs, recomputed_index=None)
-                    for i, bid in enumerate(table)
-                )
+                states = table_states(table, hits=hits, held=held, computed=computed,
+                                      block_size=bs, recomputed_index=None,
+                                      key_before=mirror.key.__getitem__, null_block=null)
                 out.append(GroupTable(g, table, states))
             flat = tuple(bid for t in tables for bid in t if bid != null)
             touched.extend(flat)
