@@ -7,6 +7,7 @@ from __future__ import annotations
 from textual import work
 from textual.worker import get_current_worker
 
+from engine.model import KVGroupInfo
 from tui.messages import BlockClicked, BlockReport
 from tui.widgets.block_inspector import scan_block
 from tui.widgets.modals import PromptScreen
@@ -14,6 +15,9 @@ from tui.widgets.modals import PromptScreen
 
 class BlockSelection:
     """Mixed into InspectorScreen: uses its attributes, as named there."""
+
+    # vLLM's KV cache groups, set when the engine is up (several with --hf-config).
+    kv_groups: tuple[KVGroupInfo, ...] = ()
 
     def action_pick_block(self) -> None:
         def done(value: str | None) -> None:

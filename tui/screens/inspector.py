@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 
 from engine import metrics
 from engine.backends import BackendEntry, BuildOptions
-from engine.model import BlockState, KVGroupInfo, StepRecord, TraceRequest
+from engine.model import BlockState, StepRecord, TraceRequest
 from engine.replay.history import History
 from engine.trace.reader import TraceSource
 from tui.feed import Feed
@@ -129,7 +129,6 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
         self.vllm_version: str | None = None
         self.engine_status = "starting"
         self.engine_error: tuple[str, str] | None = None
-        self.kv_groups: tuple[KVGroupInfo, ...] = ()  # vLLM's KV cache groups, once it is up
         self.trace_error: str | None = None
         self.read_count = 0
         self.read_fraction = 0.0
@@ -352,7 +351,6 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
             self.header.update_state(scheduler=msg.info.scheduler)
         self.kv_groups = self.totals.kv_groups = msg.groups
         self.pool_map.group_glyphs = self.query_one(Legend).groups = len(msg.groups) > 1
-        self.query_one(Legend).refresh(layout=True)
         self._run_replay()
         self.update_status()
 

@@ -32,7 +32,17 @@ class Legend(Widget):
     def __init__(self, *, show_held: bool = False, **kw) -> None:
         super().__init__(**kw)
         self.show_held = show_held
-        self.groups = False  # several KV cache groups: the null-block chip, group digits
+        self._groups = False
+
+    @property
+    def groups(self) -> bool:
+        """Several KV cache groups: the null-block chip, and group digits in the pool."""
+        return self._groups
+
+    @groups.setter
+    def groups(self, value: bool) -> None:
+        self._groups = value
+        self.refresh(layout=True)
 
     def render(self) -> Text:
         width = self.size.width
