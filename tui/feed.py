@@ -140,8 +140,8 @@ class Feed:
                     if req.text is not None:
                         self.text_trace = True
                     self.requests.append(req)
-                    if self._replay_waiting:
-                        self._wake.notify_all()
+                    if self._replay_waiting or len(self.requests) == 1:
+                        self._wake.notify_all()  # the first one also wakes start_engine
                 now = time.monotonic()
                 if now - last >= POST_EVERY_S:
                     last = now
@@ -183,14 +183,24 @@ class Feed:
                 f"{self.settings.num_blocks:,} blocks"
             ))
             backend = self.entry.build(self.options)
-            if self.cancel.is_set():  # closed meanwhile (quit, or nothing to replay)
-                return
+            if not self._first_request_read():
+                return  # closed meanwhile (quit), or nothing to replay (a bad first line)
             self.backend = backend
         except Exception as exc:  # ImportError, AdapterMismatch, torch failures: all one line
             first = (str(exc).strip().splitlines() or [""])[0]
             self.post(EngineFailed(f"{type(exc).__name__}: {first}", traceback.format_exc()))
             return
         self.post(EngineReady(self.backend.version, self.backend.info, self.backend.groups))
+
+    def _first_request_read(self) -> bool:
+        """Wait until the trace gave its first request or ended. Why: on a warm machine
+        vLLM can be built before the reader meets a bad first line, and EngineReady would
+        then start a replay of nothing (and the app would show a vLLM it says it never
+        started)."""
+        with self._wake:
+            while not self.cancel.is_set() and not self.requests and not self.read_done:
+                self._wake.wait()
+            return not self.cancel.is_set() and (bool(self.requests) or self.read_error is None)
 
     # -- worker: replay ---------------------------------------------------------------------------
     def run_replay(self) -> None:
