@@ -21,7 +21,12 @@ from rich.text import Text
 from engine import metrics
 from engine.errors import UserError
 from engine.export import check_writable, write_json_atomic, write_text_atomic
-from engine.options import add_engine_arguments, backend_from_args, trace_source_from_args
+from engine.options import (
+    add_engine_arguments,
+    backend_from_args,
+    trace_source_from_args,
+    unused_serve_flags,
+)
 from engine.sweep.executors import EXECUTORS, ExecutorChoice, default_jobs, run_points
 from engine.sweep.plan import SweepOutcome, SweepPlan, plan_sweep
 from engine.sweep.points import PointResult, parse_list
@@ -152,6 +157,10 @@ class _Bars:
 
 def run_sweep(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
+    unused = unused_serve_flags(args, [plan.specs[0].mode])
+    if unused:
+        print(f"prefix-tui: warning: {', '.join(unused)} only apply to --mode serve; ignored",
+              file=sys.stderr)
     for out in (args.json, args.csv):
         if out:
             check_writable(out, args.force, inputs=(args.trace,))
