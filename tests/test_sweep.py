@@ -157,3 +157,24 @@ def test_local_and_ray_give_identical_points(sweep):
 
     assert rows(on_ray) == rows(local) and len(rows(on_ray)) == 2
     assert [r.bound for r in on_ray.results] == [local.result(s).bound for s in specs]
+
+
+def test_plot_file_draws_vllms_points_and_the_labelled_bounds(sweep, tmp_path):
+    # `sweep --plot FILE`: the curve is vLLM's hit rate of each finite point; prefix-tui's
+    # bound and reuse ceiling are labelled as prefix-tui's.
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra (matplotlib)")
+    from engine import metrics
+    from tui.plot import sweep_figure, write_sweep
+
+    _path, plan, outcome = sweep
+    ax = sweep_figure(outcome, "t").axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    finite = [(s, r) for s, r in outcome.point_pairs() if s.num_blocks is not None]
+    finite.sort(key=lambda pair: pair[0].capacity_tokens)
+    want = [100 * metrics.hit_rate(r.totals) for _s, r in finite]
+    assert list(lines[f"vLLM hit rate, block {BS}"].get_ydata()) == pytest.approx(want)
+    assert f"farthest-next-use bound (prefix-tui's), block {BS}" in lines
+    assert f"reuse bound (prefix-tui's), block {BS}" in lines
+    out = tmp_path / "curve.png"
+    write_sweep(outcome, str(out), False, "t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -26,6 +26,8 @@ def trace(tmp_path):
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--hf-config", "x.json"], "--hf-config (hybrid KV layouts) is not supported"),
     (["--block-size", "0"], "must be a whole number >= 1"),
+    (["--plot", "curve.jpg"], "must end in .png or .svg"),
+    (["--plot", "curve.png", "--tui"], "--plot go without it"),
 ])
 def test_bad_flags_are_one_line(trace, capsys, flags, words):
     assert main(["sweep", trace, *flags]) == 2

@@ -72,6 +72,9 @@ def sweep_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="overwrite existing output files")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--no-plot", action="store_true", help="no curve in the terminal")
+    g.add_argument("--plot", metavar="FILE.png|svg",
+                   help="also draw the capacity curve and ceilings to a file (matplotlib: "
+                        "pip install 'prefix-tui[plot]')")
     g.add_argument("--tui", action="store_true",
                    help="the sweep screen: a progress bar per point, the curve as points "
                         "arrive (no --json / --csv)")
@@ -166,10 +169,16 @@ def run_sweep(args: argparse.Namespace) -> int:
             check_writable(out, args.force, inputs=(args.trace,))
     if args.json and args.csv and args.json == args.csv:
         raise UserError("--json and --csv name the same file")
+    if args.plot:
+        from tui.plot import Plot
+
+        if args.plot in (args.json, args.csv):
+            raise UserError("--plot names the same file as --json or --csv")
+        Plot.checked(args.plot, args.force, inputs=(args.trace,))  # before the points run
     choice = ExecutorChoice(args.executor, args.jobs, args.ray_address)
     if args.tui:
-        if args.json or args.csv:
-            raise UserError("--tui shows the sweep; --json / --csv go without it")
+        if args.json or args.csv or args.plot:
+            raise UserError("--tui shows the sweep; --json / --csv / --plot go without it")
         from tui.sweep_app import SweepApp
 
         app = SweepApp(plan, choice)
@@ -208,6 +217,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.csv:
         write_text_atomic(args.csv, outcome.csv_text())
         Console(stderr=True).print(Text(f"wrote {safe_text(args.csv)}"), soft_wrap=True)
+    if args.plot and outcome.point_pairs():
+        from tui.plot import write_sweep
+
+        warm = f" · warm-up {plan.warmup:,} requests not counted" if plan.warmup else ""
+        write_sweep(outcome, args.plot, args.force,
+                    f"{safe_text(args.trace)} · capacity sweep, vLLM {version} · mode "
+                    f"{plan.specs[0].mode}{warm}")
+        Console(stderr=True).print(Text(f"wrote {safe_text(args.plot)}"), soft_wrap=True)
     return _exit_code(outcome, interrupted)
 
 
