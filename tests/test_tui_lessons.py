@@ -36,13 +36,14 @@ async def test_lesson_runs_to_its_end_with_every_answer_right(path):
     await run_to_the_end(path)
 
 
-async def run_to_the_end(path) -> None:
-    """Also run by tests/legacy for the V0 lesson."""
+async def run_to_the_end(path, start_timeout: float = 120.0) -> None:
+    """Also run by tests/legacy for the V0 lesson (its worker imports vLLM 0.10.1.1 first:
+    minutes on a busy machine, hence ``start_timeout``)."""
     app = lesson_app(path)
     lesson = app.lesson
     async with app.run_test(size=(160, 50)) as pilot:
         walk = app.main.walk
-        await wait_until(pilot, lambda: on_lesson_step(app))
+        await wait_until(pilot, lambda: on_lesson_step(app), timeout=start_timeout)
         seen = 0
         while walk.phase is not Phase.DONE:
             step = walk.step

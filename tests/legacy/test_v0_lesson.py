@@ -28,4 +28,4 @@ def test_v0_lesson_answers_are_v0s_records():
 
 async def test_v0_lesson_runs_to_its_end():
     for path in V0_LESSONS:
-        await run_to_the_end(path)
+        await run_to_the_end(path, start_timeout=600)  # a new worker's vLLM import
