@@ -1,5 +1,5 @@
 """Per-request differences between two replays of one trace on two vLLM engines (compare
---engines v0,v1), each with the reason for it. Read from both runs' rows as --json writes
+--engines v0,v1, or v1@0.10,v1: two vLLM releases), each with the reason for it. Read from both runs' rows as --json writes
 them (engine.export.request_row); every number in a reason is one of the rows' own.
 
 The reasons, first that applies:
@@ -9,9 +9,8 @@ The reasons, first that applies:
   (its model runner recomputes the last token in place), V1 caps a hit at prompt length
   - 1 and recomputes the last block;
 - otherwise the two caches held different blocks when the request came: the runs had
-  evicted different blocks by then (V0 evicts the least recently used block, the deepest at
-  equal times; V1 hands out its free queue from the head), or an earlier difference left
-  different content cached.
+  evicted different blocks by then (each engine's eviction order: EVICTION_ORDER), or an
+  earlier difference left different content cached.
 """
 
 from __future__ import annotations
@@ -36,6 +35,30 @@ class Row:
     def of(cls, row: dict) -> Row:
         return cls(str(row["request_id"]), Outcome(row["outcome"]), row["prompt_tokens"],
                    row["hit_tokens"], row["evicted_blocks"], row.get("message") or "")
+
+
+# How each engine picks the block it evicts next, for the reasons (a label not here gets
+# none): the one rule that makes two replays of one trace cache different blocks.
+EVICTION_ORDER = {
+    "v0": "v0 evicts the least recently used, deepest first",
+    "v1": "v1 (0.33) reuses freed blocks without a hash first: block_pool.py:837-847",
+    "v1@0.10": "v1@0.10 queues every freed block at the tail: block_pool.py:250-255",
+}
+NULL_BLOCK = {"v0": False, "v1": True, "v1@0.10": True}  # block 0 reserved
+
+
+def _orders(la: str, lb: str) -> str:
+    known = [EVICTION_ORDER[x] for x in (la, lb) if x in EVICTION_ORDER]
+    return f" ({'; '.join(known)})" if known else ""
+
+
+def _pools(la: str, lb: str) -> str:
+    a, b = NULL_BLOCK.get(la), NULL_BLOCK.get(lb)
+    if a is None or b is None or a == b:
+        return "the eviction orders differ"
+    keeps, lacks = (la, lb) if a else (lb, la)
+    return (f"the pools differ ({keeps} keeps block 0 as its null block, {lacks} has none) "
+            "and so do the eviction orders")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +113,7 @@ def request_differences(a_dicts: list[dict], b_dicts: list[dict], labels: tuple[
                           "at prompt length - 1 and recomputes the last block (V1)")
             elif evicted_a != evicted_b:
                 reason = (f"different blocks cached: {la} had evicted {evicted_a:,}, {lb} "
-                          f"{evicted_b:,} cached blocks before it (V0 evicts the least "
-                          "recently used, deepest first; V1 from its free queue's head)")
+                          f"{evicted_b:,} cached blocks before it{_orders(la, lb)}")
             elif first is not None:
                 reason = (f"different blocks cached since request {first} "
                           f"({out[0].request_id}): what each cached there differed")
@@ -99,8 +121,7 @@ def request_differences(a_dicts: list[dict], b_dicts: list[dict], labels: tuple[
                 reason = "different blocks cached (same evictions so far)"
         elif a.evicted_blocks != b.evicted_blocks:
             reason = (f"evicted {a.evicted_blocks:,} ({la}) vs {b.evicted_blocks:,} ({lb}) "
-                      "cached blocks: the pools differ (V1 keeps block 0 as its null block, "
-                      "V0 has none) and so do the eviction orders")
+                      f"cached blocks: {_pools(la, lb)}{_orders(la, lb)}")
         if reason:
             if first is None:
                 first = i

@@ -92,7 +92,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
     )
     e = parser.add_argument_group("vLLM engine")
     engine_help = ("v1: vLLM 0.33's KV-cache manager (default); v0: vLLM 0.10.1.1's V0 block "
-                   "manager in .venv-legacy (make legacy)")
+                   "manager in .venv-legacy (make legacy); v1@0.10: the V1 adapter on vLLM "
+                   "0.10.1.1's V1, also in .venv-legacy")
     if several_modes:
         e.add_argument("--engine", "--engines", default="v1", metavar="ENGINES",
                        help=f"comma-separated, e.g. v0,v1 (per-request differences listed). "

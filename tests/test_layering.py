@@ -15,6 +15,9 @@ ADAPTER = ROOT / "engine" / "backends" / "vllm_v1"
 # The V0 worker side (runs under vLLM 0.10.1.1); its client is held to no vLLM below.
 V0_WORKER = {ROOT / "engine" / "backends" / "vllm_v0" / f"{m}.py"
              for m in ("worker", "sequential", "internals")}
+# --engine v1@0.10's worker side, also under vLLM 0.10.1.1; its client holds to no vLLM.
+V0_WORKER |= {ROOT / "engine" / "backends" / "vllm_v1_010" / f"{m}.py"
+              for m in ("worker", "manager", "imports")}
 
 
 def _module(path: Path) -> str:

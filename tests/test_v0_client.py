@@ -72,3 +72,42 @@ def test_request_differences_name_a_reason_for_each():
     assert "evicted 2 (v0) vs 3 (v1)" in diffs[1].reason
     assert diffs[2].reason == "v0: not_fitted (V0's can_allocate said NEVER)"
     assert "v0 had evicted 2, v1 3 cached blocks before it" in diffs[3].reason
+
+
+def test_v1_at_010_entry_runs_in_the_legacy_worker_with_a_null_block(tmp_path):
+    entry = lookup("v1@0.10", "sequential")
+    assert (entry.view, entry.null_block_id) == (View.SEQUENTIAL, 0)
+    env = dict(os.environ, PREFIX_TUI_LEGACY_PYTHON=str(tmp_path / "no-python"))
+    proc = subprocess.run([sys.executable, "-m", "tui", TRACE, "--engine", "v1@0.10",
+                           "--headless"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "prefix-tui: --engine v1@0.10 needs vLLM 0.10.1.1 in "
+        f"PREFIX_TUI_LEGACY_PYTHON={tmp_path / 'no-python'}, which is not there: build it "
+        "with `make legacy` (1 to 7 minutes, 2.4 GB: vLLM 0.10.1.1 on a CPU torch)"]
+
+
+def test_v1_at_010_refuses_a_hash_algorithm_0_10_lacks():
+    import pytest
+
+    from engine.backends.vllm_v1_010.client import check_hash_algo
+    from engine.errors import UserError
+    from engine.settings import EngineSettings
+
+    check_hash_algo(EngineSettings())  # sha256, the default: bridged
+    with pytest.raises(UserError, match="xxhash does not exist in vLLM 0.10.1.1"):
+        check_hash_algo(EngineSettings(hash_algo="xxhash"))
+
+
+def test_differences_between_two_v1_releases_name_their_queue_rules():
+    from engine.differences import request_differences
+
+    a = [_row("a", 20, 0), _row("b", 20, 0, evicted=1), _row("c", 20, 0, evicted=1)]
+    b = [_row("a", 20, 0), _row("b", 20, 0), _row("c", 20, 16)]
+    diffs = request_differences(a, b, ("v1@0.10", "v1"), 4)
+    assert [d.index for d in diffs] == [1, 2]
+    assert "the eviction orders differ" in diffs[0].reason
+    assert "null block" not in diffs[0].reason  # both keep one
+    assert "block_pool.py:250-255" in diffs[0].reason
+    assert "v1@0.10 had evicted 1, v1 0 cached blocks before it" in diffs[1].reason

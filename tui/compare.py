@@ -119,6 +119,9 @@ def run_compare(args: argparse.Namespace) -> int:
 def compare_caption(runs: list[RunResult], modes: list[str]) -> Text:
     """The settings every run shares (the modes, when they differ, are the columns)."""
     settings = dict(runs[0].settings)
+    for key in ("vllm_version", "engine"):  # compare --engines: each run's own
+        values = list(dict.fromkeys(str(r.settings.get(key, "v1")) for r in runs))
+        settings[key] = " / ".join(values)
     if len(modes) > 1:
         settings["mode"] = " / ".join(modes)
     return settings_line(settings)

@@ -84,6 +84,18 @@ def _v0_sequential(options: BuildOptions) -> Backend:
     return V0SequentialBackend(options.settings, options.v0 or V0Settings(), options.verbose)
 
 
+def _v1_010_sequential(options: BuildOptions) -> Backend:
+    from engine.backends.vllm_v1_010.client import V1At010Backend
+
+    return V1At010Backend(options.settings, options.verbose)
+
+
+def _v1_010_precheck() -> object:
+    from engine.backends.vllm_v0.client import legacy_python
+
+    return legacy_python("--engine v1@0.10")
+
+
 def _v0_precheck() -> object:
     from engine.backends.vllm_v0.client import legacy_python
 
@@ -105,6 +117,13 @@ REGISTRY: dict[tuple[str, str], BackendEntry] = {
         View.SEQUENTIAL, Pacing.PER_REQUEST, False, _v0_sequential, _v0_precheck,
         kv_events=False,
         null_block=False,
+    ),
+    ("v1@0.10", "sequential"): BackendEntry(
+        "v1@0.10", "sequential", "the V1 adapter on vLLM 0.10.1.1's V1 KVCacheManager "
+        "(a worker under .venv-legacy; the bridged API differences: "
+        "engine/backends/vllm_v1_010/manager.py)",
+        View.SEQUENTIAL, Pacing.PER_REQUEST, False, _v1_010_sequential, _v1_010_precheck,
+        kv_events=False,  # its events stay in the worker: no --export-events
     ),
 }
 ENGINES = tuple(dict.fromkeys(e for e, _m in REGISTRY))

@@ -31,6 +31,7 @@ PYTHON_ENV = "PREFIX_TUI_LEGACY_PYTHON"  # another interpreter with vLLM 0.10.1.
 TESTED_VLLM_VERSION = "0.10.1.1"
 BUILD_HINT = ("build it with `make legacy` (1 to 7 minutes, 2.4 GB: vLLM 0.10.1.1 on a CPU "
               "torch)")
+V0_WORKER = "engine.backends.vllm_v0.worker"  # the module a worker process runs
 V0_HASH_ALGO = "python_hash"  # what V0 hashes blocks with (Python's hash(), seeded)
 
 # Imports the worker without engine/backends/__init__.py (the registry and the replay
@@ -51,14 +52,14 @@ if os.environ.get("PREFIX_TUI_V0_ASLR") is None and sys.platform == "linux":
     if now != -1 and not now & NO_ASLR and libc.personality(now | NO_ASLR) != -1:
         os.execv(sys.executable, sys.orig_argv)
     os.environ["PREFIX_TUI_V0_ASLR"] = "off" if now != -1 and now & NO_ASLR else "on"
-root = sys.argv[1]
+root, target = sys.argv[1], sys.argv[2]
 sys.path.insert(0, root)
 import engine
 backends = types.ModuleType("engine.backends")
 backends.__path__ = [root + "/engine/backends"]
 sys.modules["engine.backends"] = backends
-from engine.backends.vllm_v0.worker import main
-sys.exit(main())
+import importlib
+sys.exit(importlib.import_module(target).main())
 """
 
 
@@ -66,13 +67,13 @@ class V0WorkerError(UserError):
     """The worker could not start or broke (not a vLLM error at a step)."""
 
 
-def legacy_python() -> Path:
-    """The legacy interpreter, or one line saying how to build it."""
+def legacy_python(flag: str = "--engine v0") -> Path:
+    """The legacy interpreter, or one line saying how to build it (naming ``flag``)."""
     override = os.environ.get(PYTHON_ENV)
     python = Path(override) if override else LEGACY_VENV / "bin" / "python"
     if not python.exists():
         where = f"{PYTHON_ENV}={override}" if override else str(LEGACY_VENV)
-        raise UserError(f"--engine v0 needs vLLM {TESTED_VLLM_VERSION} in {where}, which is "
+        raise UserError(f"{flag} needs vLLM {TESTED_VLLM_VERSION} in {where}, which is "
                         f"not there: {BUILD_HINT}")
     return python
 
@@ -81,8 +82,8 @@ class V0Worker:
     """One worker process: spawned, waited for until vLLM is imported, then replays one
     after another (each on a fresh block manager)."""
 
-    def __init__(self, v0: V0Settings, verbose: bool) -> None:
-        self.key = (v0.hash_seed, verbose)
+    def __init__(self, v0: V0Settings, verbose: bool, target: str = V0_WORKER) -> None:
+        self.key = (target, v0.hash_seed, verbose)
         python = legacy_python()
         env = dict(os.environ, PYTHONHASHSEED=str(v0.hash_seed))
         if not verbose:
@@ -91,7 +92,7 @@ class V0Worker:
         # with --verbose as it comes, else only its tail when the worker breaks.
         self._err = None if verbose else tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [str(python), "-c", BOOT, str(ROOT)], cwd=ROOT, env=env,
+            [str(python), "-c", BOOT, str(ROOT), target], cwd=ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -147,12 +148,12 @@ class V0Worker:
 # Idle workers by (hash seed, verbose): a later backend in this process (compare, tests)
 # reuses one instead of importing vLLM again. A worker exits when this process closes its
 # stdin, so none outlives it.
-_IDLE: dict[tuple[int, bool], list[V0Worker]] = {}
+_IDLE: dict[tuple[str, int, bool], list[V0Worker]] = {}
 
 
-def take_worker(v0: V0Settings, verbose: bool) -> V0Worker:
-    idle = _IDLE.get((v0.hash_seed, verbose))
-    return idle.pop() if idle else V0Worker(v0, verbose)
+def take_worker(v0: V0Settings, verbose: bool, target: str = V0_WORKER) -> V0Worker:
+    idle = _IDLE.get((target, v0.hash_seed, verbose))
+    return idle.pop() if idle else V0Worker(v0, verbose, target)
 
 
 def give_back(worker: V0Worker) -> None:
@@ -171,6 +172,7 @@ class V0SequentialBackend:
     info = None
     null_block_id: int | None = None  # V0 has no null block
     groups: tuple[KVGroupInfo, ...]  # V0: one table
+    target = V0_WORKER
 
     def __init__(self, settings: EngineSettings, v0: V0Settings, verbose: bool = False) -> None:
         settings.validate()
@@ -184,7 +186,7 @@ class V0SequentialBackend:
         self.v0 = v0
         self.verbose = verbose
         # A worker now: vLLM's import (seconds) is the slow part of building a backend.
-        worker = take_worker(v0, verbose)
+        worker = take_worker(v0, verbose, self.target)
         self.version = worker.version
         # False where the kernel kept ASLR on: V0's hashes then differ from run to run
         # (every figure stays the same; README "Deterministic").
@@ -195,8 +197,6 @@ class V0SequentialBackend:
                cancel: threading.Event | None = None) -> V0Replay:
         """A replay on a fresh V0 block manager (the worker builds one per replay)."""
         return V0Replay(self, requests, detail=detail, cancel=cancel)
-
-
 
 
 class V0Replay:
@@ -236,7 +236,7 @@ class V0Replay:
 
     def __iter__(self) -> Iterator[StepRecord]:
         backend = self.backend
-        worker = take_worker(backend.v0, backend.verbose)
+        worker = take_worker(backend.v0, backend.verbose, backend.target)
         caching = backend.settings.enable_caching
         clean = False
         try:

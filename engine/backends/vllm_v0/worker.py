@@ -76,6 +76,11 @@ def serve(inp, out) -> int:
 
 
 def main() -> int:
+    return run(serve)
+
+
+def run(serve_fn) -> int:  # noqa: ANN001 - serve(inp, out) -> int, of this or another worker
+    """A worker process's main: the pipe set up, ``serve_fn`` run, its failure reported."""
     # Ctrl-C reaches the whole process group: the client decides when this worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol owns the real stdout; vLLM's and torch's prints go to stderr instead.
@@ -84,7 +89,7 @@ def main() -> int:
     sys.stdout = sys.stderr
     inp = sys.stdin.buffer
     try:
-        return serve(inp, out)
+        return serve_fn(inp, out)
     except (EOFError, BrokenPipeError):
         return 0  # the client went away mid-replay (cancelled, interrupted)
     except Exception as exc:
