@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from engine.backends.vllm_v0.client import V0Replay, V0SequentialBackend, give_back, take_worker
 from engine.errors import UserError
-from engine.model import StepRecord, TraceRequest
+from engine.model import KVGroupInfo, StepRecord, TraceRequest
 from engine.settings import EngineSettings, V0Settings
 
 V1_010_WORKER = "engine.backends.vllm_v1_010.worker"
@@ -38,7 +38,14 @@ class V1At010Backend(V0SequentialBackend):
     def __init__(self, settings: EngineSettings, verbose: bool = False) -> None:
         settings.validate()
         check_hash_algo(settings)
+        if settings.layout.from_model:
+            raise UserError("--engine v1@0.10: --hf-config is not bridged (it uses vLLM "
+                            "0.33's own KV cache planning); use --engine v1")
         self.settings = settings
+        self.groups = tuple(  # the hand-built layout's groups, as engine.backends.v1's
+            KVGroupInfo(i, g.kind.value, g.sliding_window, settings.block_size,
+                        len(g.layer_names), g.layer_names[0] if g.layer_names else "")
+            for i, g in enumerate(settings.layout.groups))
         # PYTHONHASHSEED 0: 0.10.1.1 seeds the first block's parent hash (NONE_HASH) from
         # it, and draws it from os.urandom when it is unset.
         self.v0 = V0Settings()

@@ -19,6 +19,10 @@ it drives V1Manager; every call whose API differs in 0.10.1.1 is bridged here:
 6. ``FreeKVCacheBlockQueue`` has no iterator: the free queue is walked from its fake head.
 7. ``Request`` takes multimodal, pooling and eos arguments positionally before the
    sampling params: passed by keyword.
+8. ``allocate_slots`` has no ``full_sequence_must_fit`` (0.33's admission gate) and
+   ``get_computed_blocks`` no shared-prefix boundary: a sequential replay admits the
+   whole prompt in one call, so the full sequence is what is allocated either way.
+   ``--hf-config`` (vLLM 0.33's own KV cache planning) is not bridged: one line.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 from engine.backends.vllm_v1.imports import V
 from engine.backends.vllm_v1.internals import AdapterMismatch
-from engine.backends.vllm_v1.manager import Lookup, V1Manager
+from engine.backends.vllm_v1.manager import GroupIds, Lookup, V1Manager, _real_and_null, default_groups
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.backends.vllm_v1_010.client import check_hash_algo
@@ -67,6 +71,7 @@ class V010Manager(V1Manager):
         settings.validate()
         check_hash_algo(settings)
         self.settings = settings
+        self.groups = default_groups(settings)
         self.version = import_vllm_010(verbose)
         hash_fn = V.get_hash_fn_by_name(settings.hash_algo)
         # NONE_HASH: hash_fn(PYTHONHASHSEED), which the worker's client pins.
@@ -138,15 +143,28 @@ class V010Manager(V1Manager):
 
     def lookup(self, request: Any, detail: bool = True) -> Lookup:
         blocks, num_hit_tokens = self.manager.get_computed_blocks(request)
-        if not detail:
-            return Lookup(blocks, (), (), num_hit_tokens)
         groups = blocks.blocks
+        counts = tuple(_real_and_null(g) for g in groups) if len(groups) > 1 else ()
+        if not detail:
+            return Lookup(blocks, (), (), num_hit_tokens, counts)
         return Lookup(
             blocks=blocks,
             block_ids=tuple(tuple(b.block_id for b in g) for g in groups),
             ref_cnts=tuple(tuple(b.ref_cnt for b in g) for g in groups),
             num_hit_tokens=num_hit_tokens,
+            group_counts=counts,
         )
+
+    def allocate(self, request: Any, num_new_tokens: int, lookup: Lookup | None = None
+                 ) -> GroupIds | None:
+        if lookup is None:
+            new = self.manager.allocate_slots(request, num_new_tokens)
+        else:  # no full_sequence_must_fit: the prompt is admitted whole here anyway
+            new = self.manager.allocate_slots(
+                request, num_new_tokens, lookup.num_hit_tokens, lookup.blocks)
+        if new is None:
+            return None
+        return tuple(tuple(b.block_id for b in g) for g in new.blocks)
 
     def record_stats(self, request: Any, num_hits: int) -> None:
         pass  # counted by get_computed_blocks in 0.10.1.1
