@@ -112,6 +112,15 @@ class V010Manager(V1Manager):
     def scan_pool(self) -> list[Slot]:
         return [_slot(b) for b in self._blocks]
 
+    def slot_columns(self, block_ids: list[int]) -> tuple[list[int], list[Any]]:
+        """(ref counts, hash keys) for the pool mirror; keys are BlockHashWithGroupId."""
+        blocks = [self._blocks[b] for b in block_ids]
+        return [b.ref_cnt for b in blocks], [b._block_hash for b in blocks]
+
+    def decode_keys(self, keys) -> tuple[list[bytes | None], list[int]]:  # noqa: ANN001
+        hashes = [None if k is None else hash_bytes(k.block_hash.hash_value) for k in keys]
+        return hashes, [0 if k is None else k.group_id for k in keys]
+
     def free_queue(self, limit: int | None = None) -> list[int]:
         queue = self._pool.free_block_queue
         out: list[int] = []
