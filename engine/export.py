@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.metrics import Breakdown, by_tenant_dict, by_type_dict, chat_template_dict, totals_dict
 from engine.model import RequestResult, Totals
+from engine.reasons import reasons_row
 
 SCHEMA_VERSION = 1
 
@@ -51,6 +52,8 @@ def request_row(r: RequestResult) -> dict:
         # serve mode, vLLM's prefill_stats: hit_tokens = gpu_hit_tokens + cpu_hit_tokens
         "gpu_hit_tokens": r.gpu_hit_tokens,
         "cpu_hit_tokens": r.cpu_hit_tokens,
+        # why missed prompt blocks missed, and where hits came from (engine.reasons)
+        **reasons_row(r.reasons),
     }
 
 
@@ -108,7 +111,7 @@ def write_json_atomic(path: str | Path, obj: dict) -> None:
 
 def export_document(
     settings: dict, totals: Totals, rows: list[dict], status: dict,
-    breakdown: Breakdown | None = None,
+    breakdown: Breakdown | None = None, reasons: dict | None = None,
 ) -> dict:
     """The --json document; ``rows`` are request_row()s, made as the replay goes so that no
     request's tokens are kept."""
@@ -122,6 +125,8 @@ def export_document(
         doc["by_tenant"] = by_tenant_dict(breakdown)
         doc["by_type"] = by_type_dict(breakdown)
         doc["chat_template"] = chat_template_dict(breakdown)
+    if reasons is not None:
+        doc["reasons"] = reasons
     doc["requests"] = rows
     return doc
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple
 
-if TYPE_CHECKING:  # the CPU tier's records (engine.tier_records), named in annotations only
+if TYPE_CHECKING:  # the CPU tier's and miss reasons' records, named in annotations only
+    from engine.block_reasons import BlockReasons
     from engine.tier_records import TierPart, TierSummary
 
 # The pool's per-block records live beside Rows; every layer imports them from here.
@@ -256,6 +257,11 @@ class RequestResult:
     # sum is vLLM's num_cached_tokens (hit_tokens).
     gpu_hit_tokens: int | None = None
     cpu_hit_tokens: int | None = None
+    # Why each missed prompt block missed and where hits came from (None: not known, as
+    # with prefix caching off or on V0).
+    reasons: BlockReasons | None = None
+    # --instances N: the replica (0-based) the router sent it to; None with one instance.
+    replica: int | None = None
 
     @property
     def request_id(self) -> str:

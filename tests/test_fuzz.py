@@ -90,7 +90,10 @@ def replay_and_check(settings_: EngineSettings, requests) -> list[tuple[str, str
     def bad(cat: str, msg: str) -> None:
         problems.append((cat, f"step {step}: {msg}"))
 
+    ever_removed: set = set()  # hashes vLLM's BlockRemoved events named before this step
+    last_removed: list = []
     for step, rec in enumerate(SequentialReplay(b, requests, detail=True)):
+        ever_removed.update(last_removed)
         rq = requests[step]
         plen = rq.num_prompt_tokens
         pblocks = cdiv(plen, bs)
@@ -160,6 +163,7 @@ def replay_and_check(settings_: EngineSettings, requests) -> list[tuple[str, str
             bad("outcome", f"{r.outcome} ({r.message}) for {plen} tokens in a pool of {nb}")
 
         removed = [h for e in rec.events if e.kind == "removed" for h in e.block_hashes]
+        last_removed = removed
         stored = [h for e in rec.events if e.kind == "stored" for h in e.block_hashes]
         if any(e.kind == "cleared" for e in rec.events):
             bad("events", "cleared event")
@@ -185,6 +189,20 @@ def replay_and_check(settings_: EngineSettings, requests) -> list[tuple[str, str
                 bad("new_blocks", f"{r.new_blocks} new + {r.hit_blocks} hit != {pblocks}")
             if r.recomputed_last_block != recompute:
                 bad("recompute", f"recomputed={r.recomputed_last_block}, oracle {recompute}")
+            # Miss reasons vs the pool before the step and vLLM's earlier BlockRemoved events.
+            want = Counter(partial=plen % bs != 0) if caching else None
+            for i in range(k, plen // bs) if caching else ():
+                held = hashes[i] in cached_before
+                last = held and i == k == plen // bs - 1 and plen % bs == 0
+                want["last_token" if last else "after_miss" if held else
+                     "evicted" if hashes[i] in ever_removed else "cold"] += 1
+            why = r.reasons.counts() if r.reasons is not None else None
+            if (why is None) != (want is None) or (
+                    why is not None and {k_: v for k_, v in why.items() if v} != +want):
+                bad("miss_reasons", f"{why} vs oracle {want} (hit {k} of {pblocks})")
+            elif why is not None and (sum(why.values()) != pblocks - r.hit_blocks or sum(
+                    s_.blocks for s_ in r.reasons.hit_sources) != r.hit_blocks):
+                bad("miss_reasons_sum", f"{r.reasons} for {r.hit_blocks} of {pblocks}")
             if r.output_tokens > rq.num_output_tokens or (
                 (r.outcome is Outcome.TRUNCATED) != (r.output_tokens < rq.num_output_tokens)
             ):

@@ -46,6 +46,21 @@ def serve_scenarios(draw):
     return settings_, serve, timed
 
 
+def check_reasons(r, settings_) -> None:
+    """Miss reasons add up to the missed blocks exactly, hit sources to the hit blocks."""
+    if not r.outcome.served or not settings_.enable_caching:
+        assert r.reasons is None
+        return
+    why = r.reasons
+    assert why is not None
+    assert why.missed == r.prompt_blocks - r.hit_blocks, (r.request_id, why)
+    assert sum(why.counts().values()) == why.missed
+    assert sum(e.blocks for e in why.evicted_by) == why.evicted
+    assert sum(s.blocks for s in why.hit_sources) == r.hit_blocks
+    assert why.partial == (r.prompt_tokens % settings_.block_size != 0)
+    assert why.last_token == r.recomputed_last_block
+
+
 def check(settings_, serve, requests, detail: bool):
     replay = ServeReplay(V1Scheduler(settings_, serve), requests, detail=detail,
                          verify_pool=detail)
@@ -65,6 +80,7 @@ def check(settings_, serve, requests, detail: bool):
     assert sum(r.output_tokens for r in rows) == replay.summary().output_tokens
     assert sum(r.preemptions or 0 for r in rows) == t.preemptions
     for r in rows:
+        check_reasons(r, settings_)
         if r.outcome is Outcome.TOO_LONG:
             assert r.ttft_s is None and r.finish_iteration is None
             continue
@@ -83,5 +99,5 @@ def test_serve_rows_add_up_to_totals(case):
     fast = check(settings_, serve, requests, detail=False)
     detailed = check(settings_, serve, requests, detail=True)
     # The headless path attributes the same evictions as the detailed one.
-    assert [(r.request_id, r.evicted_blocks, r.ttft_s) for r in fast] == \
-        [(r.request_id, r.evicted_blocks, r.ttft_s) for r in detailed]
+    assert [(r.request_id, r.evicted_blocks, r.ttft_s, r.reasons) for r in fast] == \
+        [(r.request_id, r.evicted_blocks, r.ttft_s, r.reasons) for r in detailed]

@@ -135,7 +135,7 @@ def compare_table(runs: list[RunResult], labels: list[str], modes: list[str]) ->
         table.add_column(Text(safe_text(label)), justify="right")
     for k in range(2, len(runs) + 1):
         table.add_column(f"ratio {ordinal(k)}/1st", justify="right")
-    per_run = [{f.key: f for f in report_figures(r)} for r in runs]
+    per_run = [{f.key: f for f in report_figures(r, ranking=False)} for r in runs]
     keys: dict[str, str] = {}  # every run's figures, in first-seen order (serve adds some)
     for figs in per_run:
         for key, f in figs.items():

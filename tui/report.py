@@ -29,6 +29,7 @@ from engine.export import check_writable, export_document, request_row, write_js
 from engine.metrics import Figure, Unit
 from engine.layout_metrics import SEC_GROUPS, group_rows
 from engine.model import KVGroupInfo, ServeSummary, StepRecord, Totals
+from engine.reasons import ReasonTally
 from engine.options import backend_from_args, settings_dict, trace_source_from_args
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.widgets.safe import safe_text
@@ -48,6 +49,7 @@ class RunResult:
     summary: ServeSummary | None = None  # serve mode's run figures
     breakdown: metrics.Breakdown = field(default_factory=metrics.Breakdown)  # by tenant, ...
     notes: list[str] = field(default_factory=list)  # about the trace (fields ignored, ...)
+    reasons: ReasonTally | None = None  # miss reasons and hit sources, summed
 
 
 def _progress(console: Console, disabled: bool) -> Progress:
@@ -92,6 +94,7 @@ def replay_trace(
         chat_template=reader.chat_template,
         serve=serve, **v0,
     ))
+    run.reasons = ReasonTally(backend.settings.block_size)
     start = time.perf_counter()
     progress = _progress(err_console, disabled=not show_progress)
     last: StepRecord | None = None
@@ -101,6 +104,7 @@ def replay_trace(
             for n, record in enumerate(replay, 1):
                 last = record
                 run.breakdown.add(record.rows, record.index)
+                run.reasons.add(record.rows)
                 if on_record is not None:
                     on_record(record)
                 if keep_rows and record.rows:
@@ -119,6 +123,7 @@ def replay_trace(
             run.row_batches.append((last.index, [request_row(r) for r in rows]))
         if last is not None and run.breakdown.last_step != last.index:
             run.breakdown.add(last.rows, last.index)
+            run.reasons.add(last.rows)
         run.status = "interrupted"
         run.message = f"interrupted after {last.index + 1 if last else 0} steps"
     except TraceError as err:
@@ -167,6 +172,7 @@ def run_headless(args: argparse.Namespace) -> int:
             {"state": run.status, "message": run.message,
              "serve": metrics.serve_dict(run.summary, run.totals) if run.summary else {}},
             run.breakdown,
+            run.reasons.as_dict() if run.reasons is not None and run.reasons.rows else None,
         )
         write_json_atomic(args.json, doc)
         Console(stderr=True).print(Text(f"wrote {safe_text(args.json)}"), soft_wrap=True)
@@ -206,9 +212,14 @@ def format_figure(f: Figure) -> str:
 UNDEFINED_WITHOUT_CACHING = {"hit_rate", "recent_hit_rate", "hit_tokens"}
 
 
-def report_figures(run: RunResult) -> list[Figure]:
+def report_figures(run: RunResult, ranking: bool = True) -> list[Figure]:
+    """The report's figures; ``ranking``: with the prefixes that saved the most tokens
+    (compare leaves them out: a rank is a different request in each run)."""
     figures = metrics.figures(run.totals, run.summary) + metrics.breakdown_figures(run.breakdown)
     figures += kv_group_figures(run.totals, run.settings.get("kv_cache_groups") or [])
+    if run.reasons is not None:
+        figures += [f for f in run.reasons.figures()
+                    if ranking or not f.key.startswith("prefix:")]
     if run.settings.get("enable_prefix_caching", True):
         return figures
     # With caching off vLLM makes no lookups: a hit rate is undefined, not 0 %.

@@ -49,6 +49,7 @@ from engine.replay.common import (
     unserved,
     vllm_error,
 )
+from engine.replay.miss_reasons import MissTracker, kv_hashes
 from engine.replay.pool_mirror import PoolMirror
 
 if TYPE_CHECKING:
@@ -77,6 +78,11 @@ class SequentialReplay:
         # Our mirror of vLLM's pool as of the last record: deltas are diffs against it.
         self._mirror = PoolMirror(manager) if detail else None
         self._prev: tuple[Any, str, list[int]] | None = None  # (vLLM request, seq id, blocks)
+        # Why blocks missed (engine.replay.miss_reasons); nothing to say with caching off.
+        self._reason_group = manager.reason_group
+        self.reasons = (MissTracker(self.settings.block_size)
+                        if self.settings.enable_caching and self._reason_group is not None
+                        else None)
 
     def summary(self) -> ServeSummary | None:
         return None
@@ -132,6 +138,11 @@ class SequentialReplay:
             if self.detail:
                 events = b.take_events()
                 removed = removed_count(events)
+                if self.reasons is not None:
+                    self._history(req, index, *kv_hashes(events, self._reason_group or 0))
+            elif self.reasons is not None:
+                stored_h, removed_h, removed = b.take_hashes()
+                self._history(req, index, stored_h, removed_h)
             else:
                 removed = b.take_removed_count()
         except Exception as exc:  # vLLM raised: record it at this step and stop cleanly
@@ -152,6 +163,13 @@ class SequentialReplay:
             error=error, note=describe(result),
         )
 
+    def _history(self, req: TraceRequest, index: int, stored: list[bytes],
+                 removed: list[bytes]) -> None:
+        """Every store and eviction of a sequential step is the step's request's."""
+        assert self.reasons is not None
+        self.reasons.removed(removed, index, req)
+        self.reasons.stored(stored, req)
+
     def _run_request(self, req: TraceRequest, seq_id: str):
         b = self.backend
         bs = self.settings.block_size
@@ -162,6 +180,10 @@ class SequentialReplay:
                              cache_salt=req.cache_salt, lora_name=req.lora_name)
         lookup = b.lookup(vreq, self.detail)
         hit_blocks = lookup.num_hit_tokens // bs
+        seen = None
+        if self.reasons is not None:  # before allocate_slots evicts or stores anything
+            self.reasons.saw(req)
+            seen = b.seen_lookup(vreq, lookup.num_hit_tokens, self.reasons.wants_content)
         recomputed = self._recomputes_last_block(vreq, prompt_len, hit_blocks)
         new_ids = b.allocate(vreq, prompt_len - lookup.num_hit_tokens, lookup)
         if new_ids is None:
@@ -202,6 +224,7 @@ class SequentialReplay:
             output_tokens=decoded, message=message,
             groups=tuple(GroupHit(real, null, len(new_ids[g]))
                          for g, (real, null) in enumerate(lookup.group_counts)),
+            reasons=self.reasons.classify(req, seen, hit_blocks) if seen is not None else None,
         )
         if not self.detail:
             return result, None, []

@@ -63,6 +63,7 @@ from engine.replay.common import (
     vllm_error,
 )
 from engine.replay.arrivals import Arrivals
+from engine.replay.miss_reasons import MissTracker, SeenLookup
 from engine.replay.pool_mirror import PoolMirror
 from engine.replay.serve_tables import SeqTables, _Live
 
@@ -128,6 +129,10 @@ class ServeReplay(SeqTables):
         self._running_prev: list[str] = []
         self._stalled = 0
         self._mirror = PoolMirror(backend, count_hashes=True) if detail else None
+        # Why blocks missed (engine.replay.miss_reasons); nothing to say with caching off.
+        self.reasons = (MissTracker(self.settings.block_size)
+                        if self.settings.enable_caching and backend.want_lookups else None)
+        self._lookups: dict[str, SeenLookup] = {}  # the latest lookup of each waiting request
 
     # -- arrivals ---------------------------------------------------------------------------
     def _take_arrivals(self, data: _StepData) -> None:
@@ -160,6 +165,9 @@ class ServeReplay(SeqTables):
                 out = out[: limit - prompt_len]
             self._live[seq_id] = _Live(req=req, out=out, message=message,
                                        arrival=sent, capped=capped)
+            if self.reasons is not None:
+                self.reasons.saw(req)
+                b.want_content = self.reasons.wants_content
             b.add(b.new_request(seq_id, req.prompt_token_ids, len(out), sent,
                                 cache_salt=req.cache_salt, lora_name=req.lora_name))
             self.submitted += 1
@@ -262,6 +270,8 @@ class ServeReplay(SeqTables):
             self.peak_used_blocks = max(self.peak_used_blocks, it.peak_used_blocks)
             self.evictions += it.evicted_hashes
             self._attribute_evictions(it)
+            if self.reasons is not None:
+                self._history(index, it)
             if scheduled is not None:
                 admitted_now = {a.seq_id for a in scheduled.admissions}
                 for seq_id, groups in scheduled.loading.items():
@@ -277,10 +287,12 @@ class ServeReplay(SeqTables):
                     live.hit_tokens = a.num_cached_tokens
                     if live.first_scheduled is None:
                         live.first_scheduled = self.clock if clock is None else clock
+                    seen = self._lookups.pop(a.seq_id, None)
                     if a.resumed:
                         resumed.append(Resumed(a.seq_id, a.num_cached_tokens))
                         continue
-                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens, a.block_ids[self._full_group])
+                    result = self._admission_result(
+                        live, a.seq_id, a.num_cached_tokens, a.block_ids[self._full_group], seen)
                     live.result = result
                     admitted.append(result)
                     self._add_totals(result)
@@ -323,8 +335,23 @@ class ServeReplay(SeqTables):
             serve=serve, tier=it.tier if it is not None else None,
         )
 
+    def _history(self, index: int, it: Iteration) -> None:
+        """This iteration's evictions and stores, each with its request, into the
+        miss-reason history (before its admissions are classified: engine.replay.miss_reasons)."""
+        assert self.reasons is not None
+        self._lookups.update(it.lookups)
+        for seq_id, hashes in it.evictions.items():
+            self.reasons.removed(hashes, index, self._live[seq_id].req)
+        by: dict[str, list[bytes]] = {}
+        for h, who in it.stores:
+            if who is not None and who in self._live:
+                by.setdefault(who, []).append(h)
+        for seq_id, hashes in by.items():
+            self.reasons.stored(hashes, self._live[seq_id].req)
+
     def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
-                          block_ids: tuple[int, ...]) -> RequestResult:
+                          block_ids: tuple[int, ...],
+                          seen: SeenLookup | None = None) -> RequestResult:
         bs = self.settings.block_size
         prompt_len = live.req.num_prompt_tokens
         prompt_blocks = cdiv(prompt_len, bs)
@@ -335,11 +362,17 @@ class ServeReplay(SeqTables):
             if last is not None:
                 h = self.backend.slot(last).block_hash
                 recomputed = h is not None and self._mirror.hash_count.get(h, 0) > 0
+        reasons = (self.reasons.classify(live.req, seen, hit_blocks)
+                   if self.reasons is not None and seen is not None else None)
+        if reasons is not None:
+            # Read at the lookup itself (the mirror above is as of the last iteration).
+            recomputed = reasons.last_token > 0
         return RequestResult(
             request=live.req, seq_id=seq_id, outcome=Outcome.OK, prompt_tokens=prompt_len,
             hit_tokens=hit_tokens, hit_blocks=hit_blocks, new_blocks=prompt_blocks - hit_blocks,
             output_blocks=0, evicted_blocks=0, prompt_blocks=prompt_blocks,
             recomputed_last_block=recomputed, output_tokens=0, message=live.message,
+            reasons=reasons,
         )
 
     def _output(self, o: ReqOutput) -> RequestResult | None:

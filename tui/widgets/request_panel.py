@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from engine.model import Outcome, StepRecord, TemplateBreak
+from tui.widgets.reasons_text import reasons_line
 from tui.widgets.safe import safe_text
 
 OUTCOME_CLASS = {
@@ -107,6 +108,8 @@ class RequestPanel(Widget):
         lines = [head, note]
         if req.template_break is not None:
             lines.append(template_break_line(req.template_break, dim, self.content_size.width))
+        if r.reasons is not None:
+            lines.append(Text(reasons_line(r.reasons), style=dim))
         return Text("\n").join(lines)
 
     def _render_serve(self, rec: StepRecord, dim) -> Text:  # noqa: ANN001 - a rich Style
@@ -135,4 +138,10 @@ class RequestPanel(Widget):
         note = Text(safe_text(rec.note or "nothing scheduled"), style=self.get_component_rich_style(cls))
         if rec.error is not None:
             note.append("  (press e for vLLM's traceback)", style=dim)
-        return Text("\n").join([head, note])
+        lines = [head, note]
+        why = [r for r in rec.admitted if r.reasons is not None]
+        if why:  # the first request admitted in this iteration
+            more = f" (+{len(why) - 1} more admitted)" if len(why) > 1 else ""
+            lines.append(Text(f"{safe_text(why[0].request_id)}: "
+                              f"{reasons_line(why[0].reasons)}{more}", style=dim))
+        return Text("\n").join(lines)

@@ -62,3 +62,22 @@ def count_removed(raw: Iterable[Any]) -> int:
     """Hashes in BlockRemoved events: cached blocks vLLM evicted (the headless fast path)."""
     removed = V.BlockRemoved
     return sum(len(ev.block_hashes) for ev in raw if isinstance(ev, removed))
+
+
+def hashes(raw: Iterable[Any], group: int = 0) -> tuple[list[bytes], list[bytes], int]:
+    """The hashes of one KV cache group's BlockStored and BlockRemoved events, in order
+    (what the miss-reason history needs when a replay keeps no KVEvent records), and the
+    hashes removed in every group (the step's evictions)."""
+    stored_cls, removed_cls = V.BlockStored, V.BlockRemoved
+    stored: list[bytes] = []
+    removed: list[bytes] = []
+    n_removed = 0
+    for ev in raw:
+        mine = (getattr(ev, "group_idx", None) or 0) == group
+        if isinstance(ev, removed_cls):
+            n_removed += len(ev.block_hashes)
+            if mine:
+                removed.extend(ev.block_hashes)
+        elif mine and isinstance(ev, stored_cls):
+            stored.extend(ev.block_hashes)
+    return stored, removed, n_removed

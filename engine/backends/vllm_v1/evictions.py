@@ -35,52 +35,58 @@ class EvictionLedger:
     def __init__(self, pool: Any, block_size: int) -> None:
         self._pool = pool
         self._block_size = block_size
-        self._cached: set[int] = set()  # ids of blocks holding a hash
+        # id of a block holding a hash -> (that hash, its KV cache group)
+        self._cached: dict[int, tuple[bytes, int]] = {}
+        self._owner: dict[int, str] = {}  # block id -> the request it was last handed to
 
-    def handed_out(self, scheduled: Scheduled) -> dict[str, int]:
-        """Cached blocks each request of one schedule() was handed (call before
-        ``stored`` for the same step). Requests that evicted nothing are left out."""
+    def handed_out(self, scheduled: Scheduled) -> dict[str, list[tuple[bytes, int]]]:
+        """The (hash, group) of the cached blocks each request of one schedule() was
+        handed: the evictions its allocation caused (call before ``stored`` for the same step).
+        Requests that evicted nothing are left out."""
         cached = self._cached
-        out: dict[str, int] = {}
+        owner = self._owner
+        out: dict[str, list[tuple[bytes, int]]] = {}
+
+        def take(seq_id: str, blocks: tuple[int, ...]) -> None:
+            for bid in blocks:
+                owner[bid] = seq_id
+                h = cached.pop(bid, None)
+                if h is not None:
+                    out.setdefault(seq_id, []).append(h)
+
         # Blocks added to running requests: all of them came out of the free queue.
         for seq_id, groups in scheduled.new_block_ids.items():
-            n = 0
             for blocks in groups:
-                for bid in blocks:
-                    if bid in cached:
-                        cached.discard(bid)
-                        n += 1
-            if n:
-                out[seq_id] = n
+                take(seq_id, blocks)
         # Waiting for an async load from the CPU tier: the blocks the load fills.
         for seq_id, groups in scheduled.loading.items():
-            n = sum(1 for blocks in groups for bid in blocks if bid in cached)
             for blocks in groups:
-                cached.difference_update(blocks)
-            if n:
-                out[seq_id] = out.get(seq_id, 0) + n
+                take(seq_id, blocks)
         # Admitted (new or resumed): the whole table, of which the prefix hit was touched,
         # not handed out; the rest came out of the free queue.
         for a in scheduled.admissions:
             skip = a.num_cached_tokens // self._block_size
-            n = 0
             for blocks in a.block_ids:
-                for bid in blocks[skip:]:
-                    if bid in cached:
-                        cached.discard(bid)
-                        n += 1
-            if n:
-                out[a.seq_id] = out.get(a.seq_id, 0) + n
+                take(a.seq_id, blocks[skip:])
         return out
 
-    def stored(self, raw_events: Iterable[Any]) -> None:
+    def stored(self, raw_events: Iterable[Any]) -> list[tuple[bytes, str | None, int]]:
         """Blocks that got a hash: every block vLLM's hash map holds for each hash of this
-        step's BlockStored events."""
+        step's BlockStored events. Returns each stored hash with the request its new block
+        was handed to (the request that computed it; None if not known) and its group."""
         stored_cls = V.BlockStored
         cached = self._cached
+        owner = self._owner
+        out: list[tuple[bytes, str | None, int]] = []
         for ev in raw_events:
             if not isinstance(ev, stored_cls):
                 continue
             group = ev.group_idx or 0
             for h in ev.block_hashes:
-                cached.update(PoolInternals.cached_block_ids(self._pool, h, group))
+                who = None
+                for bid in PoolInternals.cached_block_ids(self._pool, h, group):
+                    if bid not in cached:
+                        cached[bid] = (h, group)
+                        who = owner.get(bid, who)
+                out.append((h, who, group))
+        return out

@@ -1,4 +1,5 @@
-"""Every read of a vLLM attribute that is not public API, and the one write.
+"""Every read of a vLLM attribute that is not public API, and the two writes (the event
+publisher, and a wrapper around the scheduler's prefix lookups that only observes them).
 
 ``check_manager`` / ``check_scheduler`` run at start-up on the live objects and
 tests/test_vllm_adapter.py runs them too, so a vLLM upgrade that moves any of these fails
@@ -134,6 +135,22 @@ class SchedInternals:
     def progress(request: Any) -> tuple[int, int]:
         """(num_tokens, num_computed_tokens); computed includes in-flight placeholders."""
         return request.num_tokens, request.num_computed_tokens
+
+    @staticmethod
+    def observe_lookups(sched: Any, seen: Any) -> None:
+        """Call ``seen(request, num_hit_tokens)`` right after each prefix lookup vLLM's
+        scheduler makes (``schedule()`` calls its manager's ``get_computed_blocks`` for
+        every request it tries to admit): the one write to vLLM's objects besides the
+        event publisher. The lookup itself is vLLM's, unchanged."""
+        manager = sched.kv_cache_manager
+        lookup = manager.get_computed_blocks
+
+        def get_computed_blocks(request: Any, *args: Any, **kwargs: Any) -> Any:
+            result = lookup(request, *args, **kwargs)
+            seen(request, result[1])
+            return result
+
+        manager.get_computed_blocks = get_computed_blocks
 
     @staticmethod
     def set_event_publisher(sched: Any, publisher: Any) -> None:

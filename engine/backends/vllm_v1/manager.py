@@ -25,6 +25,7 @@ from engine.backends.vllm_v1.kvstream import EventTap
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.model import KVEvent, KVGroupInfo, Rows, Slot
+from engine.replay.miss_reasons import SeenLookup
 from engine.settings import EngineSettings
 
 GroupIds = tuple[tuple[int, ...], ...]  # block ids per KV cache group
@@ -63,6 +64,9 @@ class PoolReader:
     manager: Any
     null_block_id: int
     tap: EventTap | None = None  # vLLM's raw events, also kept for an event export
+    settings: EngineSettings
+    groups: tuple[KVGroupInfo, ...]
+    _block_hasher: Any  # vLLM's request block hasher (None with prefix caching off)
 
     def _attach(self, manager: Any) -> None:
         self.manager = manager
@@ -107,6 +111,33 @@ class PoolReader:
 
     def is_cached(self, block_hash: bytes, group: int = 0) -> bool:
         return self._pool.get_cached_block(block_hash, [group]) is not None
+
+    @property
+    def reason_group(self) -> int | None:
+        """The KV cache group whose hash map miss reasons read: the first full-attention
+        group hashed at the block size (None: there is none, no reasons)."""
+        for g in self.groups:
+            if g.kind == "full" and g.block_size == self.settings.block_size:
+                return g.index
+        return None
+
+    def seen_lookup(self, request: Any, num_hit_tokens: int, content: bool) -> SeenLookup:
+        """What vLLM's hash map holds now for a request's prompt blocks past its hit
+        (call at the lookup: engine.replay.miss_reasons). ``content``: also hash the same
+        tokens without salt or adapter, with vLLM's own block hasher."""
+        bs = self.settings.block_size
+        full = request.num_prompt_tokens // bs
+        hashes = tuple(request.block_hashes[:full])
+        start = min(num_hit_tokens // bs, len(hashes))
+        get, group = self._pool.get_cached_block, [self.reason_group or 0]
+        cached = tuple(get(h, group) is not None for h in hashes[start:])
+        plain = None
+        if content:
+            bare = V.Request("content", list(request.prompt_token_ids),
+                             V.SamplingParams(max_tokens=1), None,
+                             block_hasher=self._block_hasher)
+            plain = tuple(bare.block_hashes[:full])
+        return SeenLookup(hashes, start, cached, plain)
 
 
 class V1Manager(PoolReader):
@@ -222,6 +253,11 @@ class V1Manager(PoolReader):
 
     def take_events(self) -> Rows[KVEvent]:
         return events.convert(self._drain())
+
+    def take_hashes(self) -> tuple[list[bytes], list[bytes], int]:
+        """Drain the KV events: (stored hashes, removed hashes) of the group miss reasons
+        read, and the hashes removed in every group."""
+        return events.hashes(self._drain(), self.reason_group or 0)
 
     # -- the request's state --------------------------------------------------------------
     @staticmethod

@@ -54,6 +54,7 @@ from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.model import NO_EVENTS, KVEvent, KVGroupInfo, Rows, SchedulerInfo
 from engine.tier_records import TierPart
 from engine.errors import UserError
+from engine.replay.miss_reasons import SeenLookup
 from engine.settings import EngineSettings, ServeSettings
 
 
@@ -107,6 +108,12 @@ class Iteration:
     # allocation caused (engine.backends.vllm_v1.evictions); requests with none left out.
     evicted_by: dict[str, int]
     tier: TierPart | None = None  # vLLM's CPU offloading tier after the step
+    # Their hashes, per request; every hash of this step's BlockStored events with the
+    # request whose block it is; what vLLM's hash map held at each prefix lookup made in
+    # this step (engine.replay.miss_reasons), by seq id.
+    evictions: dict[str, list[bytes]] = field(default_factory=dict)
+    stores: list[tuple[bytes, str | None]] = field(default_factory=list)
+    lookups: dict[str, SeenLookup] = field(default_factory=dict)
 
     @property
     def executed(self) -> bool:
@@ -175,6 +182,12 @@ class V1Scheduler(PoolReader):
             if serve.tier.enabled else None
         )
         self._ledger = EvictionLedger(self._pool, settings.block_size)
+        # Prefix lookups happen inside schedule(): what vLLM's hash map held at each one.
+        self.want_lookups = bool(cc.enable_prefix_caching) and self.reason_group is not None
+        self.want_content = False  # also hash prompts without salt or adapter (set by the replay)
+        self._lookups: dict[str, SeenLookup] = {}
+        if self.want_lookups:
+            SchedInternals.observe_lookups(self.scheduler, self._seen)
         self.is_async = bool(sc.async_scheduling)
         self.scheduler_name = type(self.scheduler).__name__
         self.batch_queue_size = self.vllm_config.max_concurrent_batches
@@ -187,6 +200,19 @@ class V1Scheduler(PoolReader):
         self._queue: deque[tuple[Any, Any, Scheduled]] = deque()
         self._admitted_before: set[str] = set()
         self.cache = CacheTally()
+
+    def _of_group(self, evictions: dict[str, list[tuple[bytes, int]]]) -> dict[str, list[bytes]]:
+        """The evicted hashes of the group miss reasons read, per request."""
+        g = self.reason_group
+        out = {k: [h for h, grp in v if grp == g] for k, v in evictions.items()}
+        return {k: v for k, v in out.items() if v}
+
+    def _seen(self, request: Any, num_hit_tokens: int) -> None:
+        """Called by vLLM's scheduler right after each prefix lookup (the last one before
+        an admission is the one that counts: a request that did not fit is looked up
+        again)."""
+        self._lookups[request.request_id] = self.seen_lookup(
+            request, num_hit_tokens, self.want_content)
 
     # -- requests ---------------------------------------------------------------------------
     def new_request(self, seq_id: str, prompt_token_ids, max_tokens: int, arrival_time: float,
@@ -221,13 +247,18 @@ class V1Scheduler(PoolReader):
             # The CPU tier's events (medium "CPU") are not the GPU pool's.
             gpu = raw if self.tier is None else self.tier.gpu_events(raw)
             # Hand-outs first: they depend on which blocks held a hash before this step.
-            evicted_by = self._ledger.handed_out(scheduled) if scheduled is not None else {}
-            self._ledger.stored(gpu)
+            evictions = self._ledger.handed_out(scheduled) if scheduled is not None else {}
+            stores = self._ledger.stored(gpu)
             kv_events = events.convert(raw) if detail else NO_EVENTS
             removed = events.count_removed(gpu)
             tier = self.tier.part(detail) if self.tier is not None else None
+            lookups, self._lookups = self._lookups, {}
             return Iteration(scheduled, processed, outputs, kv_events, removed,
-                             max(peak, self.used_blocks()), evicted_by, tier)
+                             max(peak, self.used_blocks()),
+                             {k: len(v) for k, v in evictions.items()}, tier,
+                             self._of_group(evictions), [(h, who) for h, who, g in stores
+                                                         if g == self.reason_group],
+                             lookups)
 
         if not self.is_async:
             if not sched.has_requests():
