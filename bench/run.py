@@ -7,7 +7,8 @@ import sys
 
 BENCHES = ("bench.replay_bench", "bench.tui_bench", "bench.serve_bench", "bench.serve_loop_bench",
            "bench.huge_bench", "bench.json_memory_bench", "bench.sweep_bench",
-           "bench.kv_events_bench", "bench.trace_formats_bench")
+           "bench.kv_events_bench", "bench.trace_formats_bench",
+           "bench.reasons_bench")
 
 
 def main() -> int:

@@ -54,6 +54,7 @@ def request_row(r: RequestResult) -> dict:
         "cpu_hit_tokens": r.cpu_hit_tokens,
         # why missed prompt blocks missed, and where hits came from (engine.reasons)
         **reasons_row(r.reasons),
+        "replica": r.replica,  # --instances: the replica the router chose (else null)
     }
 
 

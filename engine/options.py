@@ -11,6 +11,7 @@ from engine.kvevents.options import events_out_from_args
 from engine.trace import formats as trace_formats
 from engine.tier_options import TIER_FLAGS, add_tier_arguments, tier_from_args
 from engine.trace.reader import TraceSource
+from engine.replay.routing import ROUTERS
 from engine.settings import (
     DEFAULT_HASH_ALGO,
     DEFAULT_V0_HASH_SEED,
@@ -24,6 +25,8 @@ from engine.settings import (
 from engine.hf_config import describe_layers, read_hf_config
 from engine.model import KVGroupInfo
 
+
+ROUTER_NAMES = tuple(ROUTERS)
 
 SERVE_FLAGS = {  # serve-only flags: dest -> the flag as typed (warned about elsewhere)
     "max_num_seqs": "--max-num-seqs",
@@ -90,6 +93,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
         "--max-requests", type=int, default=None, metavar="N",
         help="replay only the first N requests of the trace (default: all)",
     )
+    r = parser.add_argument_group("replicas behind a router (V1; headless)")
+    r.add_argument("--instances", type=int, default=None, metavar="N",
+                   help="replay on N real vLLM engines, one per replica (default: one, "
+                   "no router)")
+    r.add_argument("--router", choices=ROUTER_NAMES, default=None,
+                   help="with --instances: round-robin (default), session (by "
+                   "conversation_id), prefix-aware (longest cached prefix, by vLLM's hashes)")
+    r.add_argument("--replica", type=int, default=None, metavar="K",
+                   help="with --instances, in the inspector: show replica K (0-based)")
     e = parser.add_argument_group("vLLM engine")
     engine_help = ("v1: vLLM 0.33's KV-cache manager (default); v0: vLLM 0.10.1.1's V0 block "
                    "manager in .venv-legacy (make legacy); v1@0.10: the V1 adapter on vLLM "
@@ -224,8 +236,28 @@ def backend_from_args(args: argparse.Namespace, mode: str | None = None,
     events = events_out_from_args(args, inputs=(trace,) if isinstance(trace, str) else ())
     if events is not None and not entry.kv_events:
         raise UserError(f"--export-events / --serve-events: {entry.name} emits no KV events")
+    instances = getattr(args, "instances", None)
+    router = getattr(args, "router", None)
+    replica = getattr(args, "replica", None)
+    if (router is not None or replica is not None) and instances is None:
+        raise UserError(f"{'--router' if router is not None else '--replica'} goes with "
+                        "--instances N")
+    if instances is not None:
+        if instances < 1:
+            raise UserError(f"--instances must be >= 1 (got {instances})")
+        if replica is not None and not 0 <= replica < instances:
+            raise UserError(f"--replica must be 0 to {instances - 1} (got {replica})")
+        if entry.engine != "v1":
+            raise UserError("--instances: V1 only (V0 replays one block manager)")
+        if serve is not None and serve.closed_loop:
+            raise UserError("--closed-loop with --instances: not supported (a "
+                            "conversation's turns may be on different replicas)")
+        if events is not None:
+            raise UserError("--export-events / --serve-events with --instances: not "
+                            "supported (one event stream per replica)")
     options = BuildOptions(settings_from_args(args), serve, getattr(args, "verbose", False), v0,
-                           events)
+                           events, instances=instances, router=router or "round-robin",
+                           replica=replica)
     if entry.precheck is not None:
         entry.precheck()
     return entry, options

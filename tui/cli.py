@@ -112,9 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.headless:
             from tui.report import run_headless
 
+            if getattr(args, "replica", None) is not None:
+                raise UserError("--replica is for the inspector (--headless reports every replica)")
+
             return run_headless(args)
         if args.json:
             raise UserError("--json goes with --headless")
+        if getattr(args, "instances", None) is not None and getattr(args, "replica", None) is None:
+            raise UserError("--instances: the inspector shows one replica: add --replica K")
         from tui.launch import check_inspector, run_inspector
 
         if args.web:

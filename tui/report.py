@@ -50,6 +50,7 @@ class RunResult:
     breakdown: metrics.Breakdown = field(default_factory=metrics.Breakdown)  # by tenant, ...
     notes: list[str] = field(default_factory=list)  # about the trace (fields ignored, ...)
     reasons: ReasonTally | None = None  # miss reasons and hit sources, summed
+    replicas: list[Totals] = field(default_factory=list)  # --instances: each replica's
 
 
 def _progress(console: Console, disabled: bool) -> Progress:
@@ -93,6 +94,8 @@ def replay_trace(
         max_requests=source.max_requests, lora_names=list(source.lora_names),
         chat_template=reader.chat_template,
         serve=serve, **v0,
+        **({"instances": options.instances, "router": options.router}
+           if options.instances is not None else {}),
     ))
     run.reasons = ReasonTally(backend.settings.block_size)
     start = time.perf_counter()
@@ -136,6 +139,9 @@ def replay_trace(
     if last is not None:
         run.totals = last.totals
     run.summary = replay.summary()
+    replica_totals = getattr(replay, "replica_totals", None)
+    if replica_totals is not None:
+        run.replicas = replica_totals()
     return run
 
 
@@ -170,7 +176,9 @@ def run_headless(args: argparse.Namespace) -> int:
         doc = export_document(
             run.settings, run.totals, [row for _i, rows in run.row_batches for row in rows],
             {"state": run.status, "message": run.message,
-             "serve": metrics.serve_dict(run.summary, run.totals) if run.summary else {}},
+             "serve": metrics.serve_dict(run.summary, run.totals) if run.summary else {},
+             **({"replicas": [{"replica": k, **metrics.totals_dict(t)}
+                              for k, t in enumerate(run.replicas)]} if run.replicas else {})},
             run.breakdown,
             run.reasons.as_dict() if run.reasons is not None and run.reasons.rows else None,
         )
@@ -279,6 +287,21 @@ def print_table(console: Console, table: Table) -> None:
     console.print(table)
 
 
+def replicas_table(run: RunResult) -> Table:
+    """--instances: each replica's figures and the overall ones (vLLM's per replica)."""
+    table = Table(title=f"REPLICAS ({len(run.replicas)}, router "
+                        f"{run.settings.get('router', 'round-robin')})")
+    for col in ("replica", "requests", "served", "prompt tokens", "hit tokens", "hit rate",
+                "sharing", "evictions", "not fitted"):
+        table.add_column(col, justify="right")
+    for k, t in [(str(k), t) for k, t in enumerate(run.replicas)] + [("all", run.totals)]:
+        table.add_row(k, f"{t.requests:,}", f"{metrics.served(t):,}", f"{t.tokens:,}",
+                      f"{t.hits:,}", _pct(metrics.hit_rate(t)),
+                      _pct(metrics.sharing_fraction(t)), f"{t.evictions:,}",
+                      f"{t.not_fitted:,}", end_section=k == str(len(run.replicas) - 1))
+    return table
+
+
 def print_report(console: Console, run: RunResult) -> None:
     table = Table(
         title="PREFIX SHARING METRICS (vLLM Real Block Manager)",
@@ -298,6 +321,8 @@ def print_report(console: Console, run: RunResult) -> None:
     layout = layout_line(run.settings)
     if layout is not None:
         console.print(Text(safe_text(layout.plain)), style="dim")
+    if run.replicas:
+        print_table(console, replicas_table(run))
     if run.status != "complete":
         console.print(Text(f"stopped early ({run.status}): {safe_text(run.message)}",
                            style="bold yellow"))

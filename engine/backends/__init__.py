@@ -31,6 +31,10 @@ class BuildOptions:
     verbose: bool = False
     v0: V0Settings | None = None  # V0 backends: the call order and hash seed
     events: EventsOut | None = None  # --export-events / --serve-events (V1 backends)
+    # --instances N --router NAME: N replicas behind a router (None: one plain instance)
+    instances: int | None = None
+    router: str = "round-robin"
+    replica: int | None = None  # the inspector's --replica K: only replica K's records
 
 
 @dataclass(frozen=True)
@@ -65,21 +69,36 @@ class BackendEntry:
         return f"vLLM's {what}"
 
 
+def _v1_routed(options: BuildOptions, serve: ServeSettings | None) -> Backend:
+    from engine.backends.v1 import V1RoutedBackend
+
+    assert options.instances is not None
+    return V1RoutedBackend(options.settings, serve, options.instances, options.router,
+                           options.verbose, options.replica)
+
+
 def _v1_sequential(options: BuildOptions) -> Backend:
     from engine.backends.v1 import V1SequentialBackend
 
+    if options.instances is not None:
+        return _v1_routed(options, None)
     return V1SequentialBackend(options.settings, options.verbose, options.events)
 
 
 def _v1_serve(options: BuildOptions) -> Backend:
     from engine.backends.v1 import V1ServeBackend
 
+    if options.instances is not None:
+        return _v1_routed(options, options.serve or ServeSettings())
     return V1ServeBackend(options.settings, options.serve or ServeSettings(), options.verbose,
                           options.events)
 
 
 def _v0_sequential(options: BuildOptions) -> Backend:
     from engine.backends.vllm_v0.client import V0SequentialBackend
+
+    if options.instances is not None:
+        raise UserError("--instances: V1 only (V0 replays one block manager)")
 
     return V0SequentialBackend(options.settings, options.v0 or V0Settings(), options.verbose)
 

@@ -8,7 +8,10 @@ from collections.abc import Iterable
 from engine.backends.vllm_v1.kvstream import EventTap, ExportingReplay
 from engine.backends.vllm_v1.manager import PoolReader, V1Manager
 from engine.backends.vllm_v1.scheduler import V1Scheduler
+from engine.errors import UserError
 from engine.model import KVGroupInfo, SchedulerInfo, TraceRequest
+from engine.replay.replicas import RoutedSequentialReplay, RoutedServeReplay
+from engine.replay.routing import make_router
 from engine.replay.sequential import SequentialReplay
 from engine.replay.serve import ServeReplay
 from engine.kvevents.options import EventsOut
@@ -66,3 +69,39 @@ class V1ServeBackend:
         replay = ServeReplay(self.scheduler, requests, detail=detail, cancel=cancel)
         return _with_events(replay, self.scheduler, self.events, self.version,
                             _settings_meta(self.settings, "serve"), cancel)
+
+
+class V1RoutedBackend:
+    """--instances N --router NAME: N of the backends above behind a router
+    (engine.replay.replicas). Replays are one-shot: each builds its replicas' vLLM
+    objects once, here."""
+
+    def __init__(self, settings: EngineSettings, serve: ServeSettings | None, instances: int,
+                 router: str, verbose: bool = False, only: int | None = None) -> None:
+        if instances < 1:
+            raise UserError(f"--instances must be >= 1 (got {instances})")
+        make_router(router)  # an unknown name fails before vLLM builds anything
+        self.router_name = router
+        self.serve = serve
+        self.only = only  # the inspector's --replica K: only its records
+        if serve is None:
+            self.replicas: list = [V1Manager(settings, verbose) for _ in range(instances)]
+        else:
+            self.replicas = [V1Scheduler(settings, serve, verbose) for _ in range(instances)]
+        first = self.replicas[0]
+        self.settings = first.settings  # max_model_len as vLLM resolved it
+        self.groups: tuple[KVGroupInfo, ...] = first.groups
+        self.version = first.version
+        self.null_block_id: int | None = first.null_block_id
+        self.info: SchedulerInfo | None = first.info() if serve is not None else None
+
+    def replay(self, requests: Iterable[TraceRequest], *, detail: bool,
+               cancel: threading.Event | None = None):
+        router = make_router(self.router_name)
+        if self.serve is None:
+            return RoutedSequentialReplay(
+                [SequentialReplay(m, (), detail=detail, cancel=cancel) for m in self.replicas],
+                router, requests, cancel, self.only)
+        return RoutedServeReplay(
+            [ServeReplay(s, (), detail=detail, cancel=cancel) for s in self.replicas],
+            router, requests, cancel, self.only)

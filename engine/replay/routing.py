@@ -21,8 +21,9 @@ class Replica(Protocol):
         """Blocks of ``hashes``, from the first, that this replica's vLLM has cached."""
         ...
 
-    def load(self) -> int:
-        """Sequential: prompt tokens routed to it so far; serve: requests it holds."""
+    def load(self) -> tuple[int, ...]:
+        """Smaller is less loaded. Sequential: prompt tokens routed to it so far; serve:
+        requests it holds, then prompt tokens routed to it so far."""
         ...
 
 

@@ -193,28 +193,29 @@ class ServeReplay(SeqTables):
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[StepRecord]:
         index = 0
-        b = self.backend
         while True:
             if self.cancel is not None and self.cancel.is_set():
                 return
-            data = _StepData()
-            self._take_arrivals(data)
-            if not b.has_work():
-                if data.rejected:
-                    yield self._record(index, data, None, None)
-                    index += 1
-                    continue
+            record = self.tick(index)
+            if record is None:
                 nxt = self.arrivals.next_time()
                 if nxt is None:
                     return
                 self.clock = max(self.clock, nxt)
                 continue
-            record = self._step(index, data)
             yield record
             index += 1
             if record.error is not None:
                 self.stopped_by_error = True
                 return
+
+    def tick(self, index: int) -> StepRecord | None:
+        """The arrivals due, then one iteration's record (None: vLLM has nothing to do)."""
+        data = _StepData()
+        self._take_arrivals(data)
+        if not self.backend.has_work():
+            return self._record(index, data, None, None) if data.rejected else None
+        return self._step(index, data)
 
     def _step(self, index: int, data: _StepData) -> StepRecord:
         clock = self.clock
@@ -336,8 +337,7 @@ class ServeReplay(SeqTables):
         )
 
     def _history(self, index: int, it: Iteration) -> None:
-        """This iteration's evictions and stores, each with its request, into the
-        miss-reason history (before its admissions are classified: engine.replay.miss_reasons)."""
+        """This iteration's evictions and stores, with their requests, into the history."""
         assert self.reasons is not None
         self._lookups.update(it.lookups)
         for seq_id, hashes in it.evictions.items():
@@ -350,8 +350,7 @@ class ServeReplay(SeqTables):
             self.reasons.stored(hashes, self._live[seq_id].req)
 
     def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
-                          block_ids: tuple[int, ...],
-                          seen: SeenLookup | None = None) -> RequestResult:
+                          block_ids: tuple[int, ...], seen: SeenLookup | None = None):
         bs = self.settings.block_size
         prompt_len = live.req.num_prompt_tokens
         prompt_blocks = cdiv(prompt_len, bs)
@@ -364,8 +363,7 @@ class ServeReplay(SeqTables):
                 recomputed = h is not None and self._mirror.hash_count.get(h, 0) > 0
         reasons = (self.reasons.classify(live.req, seen, hit_blocks)
                    if self.reasons is not None and seen is not None else None)
-        if reasons is not None:
-            # Read at the lookup itself (the mirror above is as of the last iteration).
+        if reasons is not None:  # read at the lookup (the mirror is as of the last iteration)
             recomputed = reasons.last_token > 0
         return RequestResult(
             request=live.req, seq_id=seq_id, outcome=Outcome.OK, prompt_tokens=prompt_len,

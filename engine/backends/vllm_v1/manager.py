@@ -24,7 +24,7 @@ from engine.backends.vllm_v1.kv_config import build_kv_cache_config
 from engine.backends.vllm_v1.kvstream import EventTap
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
-from engine.model import KVEvent, KVGroupInfo, Rows, Slot
+from engine.model import KVEvent, KVGroupInfo, Rows, Slot, TraceRequest
 from engine.replay.miss_reasons import SeenLookup
 from engine.settings import EngineSettings
 
@@ -120,6 +120,27 @@ class PoolReader:
             if g.kind == "full" and g.block_size == self.settings.block_size:
                 return g.index
         return None
+
+    def prompt_hashes(self, req: TraceRequest) -> tuple[bytes, ...]:
+        """vLLM's block hashes of a trace request's prompt (its salt and adapter in them),
+        from vLLM's own Request and block hasher (a router compares replicas with them)."""
+        if self._block_hasher is None:
+            return ()
+        r = V.Request("route", list(req.prompt_token_ids), V.SamplingParams(max_tokens=1),
+                      None, block_hasher=self._block_hasher,
+                      **request_kwargs(req.cache_salt, req.lora_name))
+        return tuple(r.block_hashes)
+
+    def cached_prefix(self, hashes) -> int:
+        """How many of ``hashes``, from the first, vLLM's hash map holds now (in the first
+        full-attention group)."""
+        get, group = self._pool.get_cached_block, [self.reason_group or 0]
+        n = 0
+        for h in hashes:
+            if get(h, group) is None:
+                break
+            n += 1
+        return n
 
     def seen_lookup(self, request: Any, num_hit_tokens: int, content: bool) -> SeenLookup:
         """What vLLM's hash map holds now for a request's prompt blocks past its hit
