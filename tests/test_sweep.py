@@ -16,7 +16,7 @@ from engine.backends import BuildOptions
 from engine.settings import EngineSettings
 from engine.sweep.executors import ExecutorChoice, run_points
 from engine.sweep.plan import SweepOutcome, plan_sweep
-from engine.sweep.points import point_row
+from engine.sweep.points import MISS_KEYS, point_row
 from engine.trace.reader import TraceReader, TraceSource
 
 BS = 4
@@ -178,3 +178,44 @@ def test_plot_file_draws_vllms_points_and_the_labelled_bounds(sweep, tmp_path):
     out = tmp_path / "curve.png"
     write_sweep(outcome, str(out), False, "t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def registry_rows(path, num_blocks: int, mode: str = "sequential", serve=None):
+    """The same replay run plainly through the backend registry, in this process: every
+    request's row (its miss reasons) and the totals at the end."""
+    from engine.backends import lookup
+
+    backend = lookup("v1", mode).build(BuildOptions(
+        EngineSettings(block_size=BS, num_blocks=num_blocks), serve))
+    rows, last = [], None
+    for record in backend.replay(TraceReader(path), detail=False):
+        assert record.error is None
+        rows += record.rows
+        last = record.totals
+    return rows, last
+
+
+def test_miss_reasons_per_point_equal_the_registry_rows(sweep):
+    # Issue 15: totals by reason in the sweep. Each point's reasons (counted after the
+    # warm-up, in the point's own process) equal the sum over the rows of the same replay
+    # run here through the registry, and add up to prompt blocks - hit blocks.
+    path, plan, outcome = sweep
+    seen = set()
+    for spec, result in outcome.point_pairs():
+        rows, _ = registry_rows(path, result.num_blocks_run)
+        counted = [r for r in rows if r.request.index >= plan.warmup and r.outcome.served]
+        want = {k: sum(r.reasons.counts()[k] for r in counted) for k in MISS_KEYS}
+        assert result.reasons.counts() == want, spec.label
+        row = point_row(spec, result)
+        assert row["miss_blocks"] == want and list(row["miss_blocks"]) == list(MISS_KEYS)
+        assert sum(want.values()) == row["prompt_blocks"] - row["hit_blocks"] > 0
+        assert row["prompt_blocks"] == sum(r.prompt_blocks for r in counted)
+        seen |= {k for k, v in want.items() if v}
+    # The tiny trace has cold and partial blocks everywhere, evictions at the small pool.
+    assert {"cold", "partial", "evicted"} <= seen
+    lines = outcome.csv_text().splitlines()
+    header = lines[0].split(",")
+    assert [h for h in header if h.startswith("miss_blocks_")] == [
+        f"miss_blocks_{k}" for k in MISS_KEYS]
+    first = dict(zip(header, lines[1].split(",")))
+    assert int(first["miss_blocks_evicted"]) == outcome.point_pairs()[0][1].reasons.evicted

@@ -32,6 +32,7 @@ from engine.sweep.plan import SweepOutcome, SweepPlan, plan_sweep
 from engine.sweep.points import PointResult, parse_list
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.report import print_table
+from tui.sweep_cells import miss_cell, pct as _pct
 from tui.sweep_plot import curve_text
 from tui.widgets.safe import safe_text
 
@@ -243,10 +244,6 @@ def _exit_code(outcome: SweepOutcome, interrupted: bool) -> int:
     return code
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f} %"
-
-
 def sweep_table(outcome: SweepOutcome) -> Table:
     plan = outcome.plan
     warm = (f" · warm-up: first {plan.warmup:,} of {plan.requests:,} requests not counted"
@@ -256,8 +253,9 @@ def sweep_table(outcome: SweepOutcome) -> Table:
                                f"{BOUND_NOTE}"))
     for name in ("block", "pool (blocks)", "capacity (tokens)", "hit rate (vLLM)",
                  "bound (prefix-tui)", "sharing", "avg sharing", "evictions", "not fitted",
-                 "requests", "tokens", "time"):
-        table.add_column(name, justify="right", no_wrap=True)
+                 "requests", "tokens", "missed blocks: why", "time"):
+        table.add_column(name, justify="left" if name.startswith("missed") else "right",
+                         no_wrap=True)
     for spec, r in outcome.point_pairs():
         t = r.totals
         inf = spec.num_blocks is None
@@ -270,7 +268,7 @@ def sweep_table(outcome: SweepOutcome) -> Table:
             _pct(metrics.hit_rate(t)) if ok else Text(r.status, style="bold yellow"),
             _pct(bound), _pct(metrics.sharing_fraction(t)),
             _pct(metrics.avg_sharing_fraction(t)), f"{t.evictions:,}", f"{t.not_fitted:,}",
-            f"{t.requests:,}", f"{t.tokens:,}", f"{r.seconds:.1f} s",
+            f"{t.requests:,}", f"{t.tokens:,}", miss_cell(r.reasons), f"{r.seconds:.1f} s",
         )
     return table
 

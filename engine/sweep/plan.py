@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from engine.backends import BuildOptions
 from engine.errors import UserError
 from engine.export import SCHEMA_VERSION
-from engine.sweep.points import CSV_KEYS, Ceiling, PointResult, PointSpec, point_row
+from engine.sweep.points import CSV_KEYS, Ceiling, PointResult, PointSpec, csv_row, point_row
 from engine.trace.opener import open_trace
 from engine.trace.reader import TraceSource
 
@@ -138,5 +138,5 @@ class SweepOutcome:
         w = csv.DictWriter(buf, fieldnames=CSV_KEYS, lineterminator="\n")
         w.writeheader()
         for s, r in self.point_pairs():
-            w.writerow(point_row(s, r))
+            w.writerow(csv_row(s, r))
         return buf.getvalue()

@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from collections.abc import Iterable
+
 from engine import metrics
 from engine.backends import BuildOptions
+from engine.block_reasons import BlockReasons, MissReason
 from engine.errors import UserError
-from engine.model import Totals
+from engine.model import RequestResult, Totals
 from engine.sweep.bounds import BoundCounts
 from engine.trace.reader import TraceSource
 
@@ -93,6 +96,9 @@ class PointResult:
     seconds: float = 0.0
     bound: BoundCounts | None = None  # farthest-next-use (finite) / reuse bound (inf)
     vllm_version: str = ""
+    # Missed prompt blocks by reason, summed over the requests the figures count (after the
+    # warm-up); None when the replay gives no reasons (prefix caching off).
+    reasons: BlockReasons | None = None
 
     @property
     def totals(self) -> Totals:
@@ -110,6 +116,22 @@ def totals_minus(a: Totals, b: Totals) -> Totals:
     """The counts between two points of a replay (vLLM's windowed figures are dropped)."""
     return Totals(**{f.name: getattr(a, f.name) - getattr(b, f.name)
                      for f in fields(Totals) if f.name in _COUNTED})
+
+
+MISS_KEYS = tuple(m.value for m in MissReason)
+
+
+def add_reasons(total: BlockReasons, results: Iterable[RequestResult]) -> BlockReasons:
+    """``total`` plus the miss reasons of the served ``results`` (counts only)."""
+    counts = None
+    for r in results:
+        if r.reasons is None or not r.outcome.served:
+            continue
+        if counts is None:
+            counts = total.counts()
+        for k, v in r.reasons.counts().items():
+            counts[k] += v
+    return total if counts is None else BlockReasons(**counts)
 
 
 def point_row(spec: PointSpec, result: PointResult) -> dict:
@@ -130,6 +152,11 @@ def point_row(spec: PointSpec, result: PointResult) -> dict:
         "tokens": t.tokens,
         "hit_tokens": t.hits,
         "query_tokens": t.queries,
+        "prompt_blocks": t.blocks,
+        "hit_blocks": t.blocks_reused,
+        # Why the other prompt blocks missed (engine.replay.miss_reasons; they add up to
+        # prompt_blocks - hit_blocks); null without reasons.
+        "miss_blocks": result.reasons.counts() if result.reasons is not None else None,
         "status": result.status,
         "message": result.message,
         "seconds": round(result.seconds, 3),
@@ -140,8 +167,18 @@ def point_row(spec: PointSpec, result: PointResult) -> dict:
 
 CSV_KEYS = ("num_gpu_blocks", "num_gpu_blocks_run", "capacity_tokens", "block_size",
             "hit_rate", "sharing_fraction", "avg_sharing_fraction", "evictions",
-            "not_fitted", "requests", "tokens", "hit_tokens", "query_tokens", "status",
-            "message", "seconds", "farthest_next_use_bound_prefix_tui")
+            "not_fitted", "requests", "tokens", "hit_tokens", "query_tokens",
+            "prompt_blocks", "hit_blocks", *(f"miss_blocks_{k}" for k in MISS_KEYS),
+            "status", "message", "seconds", "farthest_next_use_bound_prefix_tui")
+
+
+def csv_row(spec: PointSpec, result: PointResult) -> dict:
+    """A point as --csv writes it: point_row with miss_blocks flattened, one column per
+    reason (empty without reasons)."""
+    row = point_row(spec, result)
+    miss = row.pop("miss_blocks") or {}
+    row.update({f"miss_blocks_{k}": miss.get(k, "") for k in MISS_KEYS})
+    return row
 
 
 @dataclass(frozen=True)

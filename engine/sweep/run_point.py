@@ -17,7 +17,8 @@ from engine.errors import UserError
 from engine.model import Totals, TraceRequest
 from engine.sweep.bounds import ReuseBound, farthest_next_use
 from engine.sweep.keys import RequestKeys, request_keys
-from engine.sweep.points import PointResult, PointSpec
+from engine.block_reasons import BlockReasons
+from engine.sweep.points import PointResult, PointSpec, add_reasons
 
 # (point index, phase, done, total): phase is "replay" (requests) or "bound"
 ProgressFn = Callable[[int, str, int, int], None]
@@ -120,9 +121,15 @@ def _replay(spec: PointSpec, num_blocks: int, keys: list[RequestKeys] | None,
     tick = _Ticker(progress, spec.index, "replay", spec.requests)
     end = warm = Totals()
     warm_at: Totals | None = Totals() if spec.warmup == 0 else None
+    # A record's admitted requests are the ones its totals added (serve mode too, where
+    # rows come later, at finish): summed after the warm-up, the reasons cover exactly the
+    # requests the point's figures count.
+    reasons = BlockReasons() if settings.enable_caching else None
     status, message = "complete", ""
     for record in replay:
         end = record.totals
+        if warm_at is not None and reasons is not None:
+            reasons = add_reasons(reasons, record.admitted)
         if warm_at is None and end.requests >= spec.warmup:
             warm_at = end
         tick(end.requests)
@@ -133,7 +140,8 @@ def _replay(spec: PointSpec, num_blocks: int, keys: list[RequestKeys] | None,
         return _cancelled(spec, start)
     warm = warm_at if warm_at is not None else end
     return PointResult(spec.index, num_blocks, end, warm, status, message,
-                       time.perf_counter() - start, vllm_version=backend.version)
+                       time.perf_counter() - start, vllm_version=backend.version,
+                       reasons=reasons)
 
 
 def _keeping_keys(requests, keys: list[RequestKeys], block_size: int,

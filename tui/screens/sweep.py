@@ -24,6 +24,7 @@ from engine import metrics
 from engine.sweep.executors import ExecutorChoice, run_points
 from engine.sweep.plan import SweepOutcome, SweepPlan
 from engine.sweep.points import PointResult, PointSpec
+from tui.sweep_cells import miss_cell, pct as _pct
 from tui.sweep_plot import chart_data
 from tui.widgets.safe import safe_text
 from tui.widgets.sweep_chart import SweepChart
@@ -50,10 +51,6 @@ class SweepEnded(Message):
     def __init__(self, error: str | None) -> None:
         super().__init__()
         self.error = error
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f} %"
 
 
 class SweepScreen(Screen[None]):
@@ -100,7 +97,7 @@ class SweepScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.add_columns("block", "pool", "capacity (tokens)", "hit rate (vLLM)",
                           "bound (prefix-tui)", "sharing", "evictions", "not fitted",
-                          "requests")
+                          "requests", "missed blocks: why")
         self._status(f"running on {self.choice.kind}…")
         self.run_sweep()
 
@@ -147,7 +144,7 @@ class SweepScreen(Screen[None]):
             "inf" if inf else f"{spec.capacity_tokens:,}",
             _pct(metrics.hit_rate(t)) if ok else Text(safe_text(r.status)),
             _pct(bound), _pct(metrics.sharing_fraction(t)), f"{t.evictions:,}",
-            f"{t.not_fitted:,}", f"{t.requests:,}",
+            f"{t.not_fitted:,}", f"{t.requests:,}", miss_cell(r.reasons),
         )
 
     @on(SweepEnded)
