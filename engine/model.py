@@ -382,6 +382,7 @@ class StepRecord:
     serve: ServePart | None = None
     v0: V0Part | None = None
     tier: TierPart | None = None  # serve mode with vLLM's CPU offloading tier
+    replica: int | None = None  # --instances: the replica this step ran on
 
     @property
     def request(self) -> RequestResult | None:

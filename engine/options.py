@@ -93,7 +93,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
         "--max-requests", type=int, default=None, metavar="N",
         help="replay only the first N requests of the trace (default: all)",
     )
-    r = parser.add_argument_group("replicas behind a router (V1; headless)")
+    r = parser.add_argument_group("replicas behind a router (V1)")
     r.add_argument("--instances", type=int, default=None, metavar="N",
                    help="replay on N real vLLM engines, one per replica (default: one, "
                    "no router)")
@@ -101,7 +101,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
                    help="with --instances: round-robin (default), session (by "
                    "conversation_id), prefix-aware (longest cached prefix, by vLLM's hashes)")
     r.add_argument("--replica", type=int, default=None, metavar="K",
-                   help="with --instances, in the inspector: show replica K (0-based)")
+                   help="with --instances, in the inspector: start on replica K (0-based, "
+                   "default 0; r / R switch)")
     e = parser.add_argument_group("vLLM engine")
     engine_help = ("v1: vLLM 0.33's KV-cache manager (default); v0: vLLM 0.10.1.1's V0 block "
                    "manager in .venv-legacy (make legacy); v1@0.10: the V1 adapter on vLLM "

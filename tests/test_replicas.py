@@ -121,8 +121,6 @@ def test_router_without_instances_and_instances_in_the_inspector_are_one_line(tm
     trace.write_text('{"prompt_token_ids": [1, 2, 3]}\n')
     assert main([str(trace), "--headless", "--router", "session"]) == 2
     assert "--router goes with --instances" in capsys.readouterr().err
-    assert main([str(trace), "--instances", "2"]) == 2
-    assert "add --replica K" in capsys.readouterr().err
     assert main([str(trace), "--instances", "2", "--replica", "2"]) == 2
     assert "--replica must be 0 to 1" in capsys.readouterr().err
     assert main([str(trace), "--headless", "--instances", "2", "--replica", "0"]) == 2
@@ -133,8 +131,9 @@ def test_router_without_instances_and_instances_in_the_inspector_are_one_line(tm
 
 @pytest.mark.parametrize("mode", MODES)
 def test_one_replicas_records_rebuild_its_pool(mode):
-    """The inspector's --replica K: only replica K's records, numbered as its own steps;
-    their pool deltas rebuild vLLM's own pool of that replica."""
+    """The inspector's --replica K: every replica's records, each numbered as its
+    replica's own steps with its own totals; replica 1's pool deltas rebuild vLLM's own
+    pool of that replica."""
     from engine.replay.history import History
 
     trace = conversations(3, 3)
@@ -143,13 +142,22 @@ def test_one_replicas_records_rebuild_its_pool(mode):
                                                     router="session", replica=1))
     history = History(SETTINGS.num_blocks)
     records = []
+    own = {0: [], 1: []}
     for rec in backend.replay(trace, detail=True):
+        own[rec.replica].append(rec)
+        if rec.replica != 1:
+            continue
         records.append(rec)
         history.append(rec)
         history.seek(len(records) - 1)
         # Replica 1's pool does not change until its next record.
         assert history.pool == backend.replicas[1].scan_pool()
     assert [r.index for r in records] == list(range(len(records)))
+    assert [r.index for r in own[0]] == list(range(len(own[0]))) and own[0]
+    # Each replica's records carry its own totals: its last one counts its own rows.
+    for k in (0, 1):
+        assert own[k][-1].totals.requests == sum(len(r.rows) for r in own[k]) > 0
+    assert sum(len(r.rows) for k in (0, 1) for r in own[k]) == len(trace)
     rows = [r for rec in records for r in rec.rows]
     assert rows and {r.replica for r in rows} == {1}
     assert {r.request.conversation_id for r in rows} == {"c1"}  # session: c1 is on 1

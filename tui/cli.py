@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _main_parser().parse_args(argv)
         _warn_unused(args, [args.mode])
         check_picture_args(args)
+        if not args.headless and getattr(args, "instances", None) is not None:
+            args.replica = 0 if args.replica is None else args.replica  # r / R switch in the inspector
         if args.screenshot_at is not None:
             from tui.pictures import run_screenshot
 
@@ -118,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
             return run_headless(args)
         if args.json:
             raise UserError("--json goes with --headless")
-        if getattr(args, "instances", None) is not None and getattr(args, "replica", None) is None:
-            raise UserError("--instances: the inspector shows one replica: add --replica K")
         from tui.launch import check_inspector, run_inspector
 
         if args.web:

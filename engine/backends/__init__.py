@@ -34,7 +34,9 @@ class BuildOptions:
     # --instances N --router NAME: N replicas behind a router (None: one plain instance)
     instances: int | None = None
     router: str = "round-robin"
-    replica: int | None = None  # the inspector's --replica K: only replica K's records
+    # The inspector's --replica K (its starting replica): every replica's records, each
+    # numbered as its replica's own steps, with its own totals (engine.replay.replicas).
+    replica: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _v1_routed(options: BuildOptions, serve: ServeSettings | None) -> Backend:
 
     assert options.instances is not None
     return V1RoutedBackend(options.settings, serve, options.instances, options.router,
-                           options.verbose, options.replica)
+                           options.verbose, options.replica is not None)
 
 
 def _v1_sequential(options: BuildOptions) -> Backend:

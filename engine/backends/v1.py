@@ -77,13 +77,13 @@ class V1RoutedBackend:
     objects once, here."""
 
     def __init__(self, settings: EngineSettings, serve: ServeSettings | None, instances: int,
-                 router: str, verbose: bool = False, only: int | None = None) -> None:
+                 router: str, verbose: bool = False, own_steps: bool = False) -> None:
         if instances < 1:
             raise UserError(f"--instances must be >= 1 (got {instances})")
         make_router(router)  # an unknown name fails before vLLM builds anything
         self.router_name = router
         self.serve = serve
-        self.only = only  # the inspector's --replica K: only its records
+        self.own_steps = own_steps  # the inspector: each replica's records numbered apart
         if serve is None:
             self.replicas: list = [V1Manager(settings, verbose) for _ in range(instances)]
         else:
@@ -101,7 +101,7 @@ class V1RoutedBackend:
         if self.serve is None:
             return RoutedSequentialReplay(
                 [SequentialReplay(m, (), detail=detail, cancel=cancel) for m in self.replicas],
-                router, requests, cancel, self.only)
+                router, requests, cancel, self.own_steps)
         return RoutedServeReplay(
             [ServeReplay(s, (), detail=detail, cancel=cancel) for s in self.replicas],
-            router, requests, cancel, self.only)
+            router, requests, cancel, self.own_steps)

@@ -27,6 +27,10 @@ class History:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def checkpoint_every(self) -> int:
+        return self._every
+
     # -- cursor --------------------------------------------------------------------------
     @property
     def position(self) -> int:

@@ -15,9 +15,11 @@ the arrival of the request it is sent.
 Records keep the replica's own step (its pool, its events); their totals are the sum over
 replicas, and each row names its replica (RequestResult.replica).
 
-``only=K`` (the inspector's ``--replica K``): every replica still runs, but only replica
-K's records come out, numbered 0, 1, ... as its own steps, so its pool deltas rebuild its
-pool; every replica's miss reasons then name its own step numbers.
+``own_steps`` (the inspector, ``--replica K``): every replica's records come out, each
+numbered 0, 1, ... as its replica's own steps and carrying that replica's own totals, so
+the inspector keeps a History per replica whose pool deltas rebuild that replica's pool
+(every replica's miss reasons then name its own step numbers). Headless records are
+numbered over all replicas and carry the totals summed.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def _tag(record: StepRecord, k: int, totals: Totals) -> StepRecord:
     return replace(
         record,
         totals=totals,
+        replica=k,
         admitted=tuple(replace(r, replica=k) for r in record.admitted),
         note=f"replica {k}: {record.note}" if record.note else f"replica {k}",
         serve=(replace(record.serve, finished_results=tuple(
@@ -111,10 +114,10 @@ def _tag(record: StepRecord, k: int, totals: Totals) -> StepRecord:
 class RoutedSequentialReplay:
     def __init__(self, replays: Sequence[SequentialReplay], router: Router,
                  requests: Iterable[TraceRequest], cancel: threading.Event | None = None,
-                 only: int | None = None) -> None:
+                 own_steps: bool = False) -> None:
         self.replays = list(replays)
-        self.only = only
-        self._steps = [0] * len(self.replays)  # each replica's own step count (only=K)
+        self.own_steps = own_steps
+        self._steps = [0] * len(self.replays)  # each replica's own step count
         self.router = router
         self.requests = requests
         self.cancel = cancel
@@ -127,6 +130,9 @@ class RoutedSequentialReplay:
     def replica_totals(self) -> list[Totals]:
         return [r.totals for r in self.replays]
 
+    def _totals(self, k: int) -> Totals:
+        return self.replays[k].totals if self.own_steps else sum_totals(self.replica_totals())
+
     def __iter__(self) -> Iterator[StepRecord]:
         hasher = self.replays[0].backend.prompt_hashes
         for index, req in enumerate(self.requests):
@@ -134,11 +140,10 @@ class RoutedSequentialReplay:
                 return
             k = self.router.pick(req, self.replicas, hasher)
             self.replicas[k].tokens += req.num_prompt_tokens
-            step = index if self.only is None else self._steps[k]
+            step = self._steps[k] if self.own_steps else index
             self._steps[k] += 1
             record = self.replays[k]._step(step, req)
-            if self.only is None or k == self.only:
-                yield _tag(record, k, sum_totals(self.replica_totals()))
+            yield _tag(record, k, self._totals(k))
             if record.error is not None:
                 self.stopped_by_error = True
                 return
@@ -169,9 +174,9 @@ class Feed(Arrivals):
 class RoutedServeReplay:
     def __init__(self, replays: Sequence[ServeReplay], router: Router,
                  requests: Iterable[TraceRequest], cancel: threading.Event | None = None,
-                 only: int | None = None) -> None:
+                 own_steps: bool = False) -> None:
         self.replays = list(replays)
-        self.only = only
+        self.own_steps = own_steps
         self._steps = [0] * len(self.replays)
         if any(r.arrivals.closed_loop for r in self.replays):
             raise UserError("--closed-loop with --instances > 1 is not supported: a "
@@ -191,12 +196,14 @@ class RoutedServeReplay:
     def replica_totals(self) -> list[Totals]:
         return [r.totals for r in self.replays]
 
+    def _totals(self, k: int) -> Totals:
+        return self.replays[k].totals if self.own_steps else sum_totals(self.replica_totals())
+
     def _busy(self, k: int) -> bool:
         return self.replays[k].backend.has_work() or self.feeds[k].queued() > 0
 
     def __iter__(self) -> Iterator[StepRecord]:
         hasher = self.replays[0].backend.prompt_hashes
-        only = self.only
         trace = iter(self.requests)
         nxt = next(trace, None)
         index = 0
@@ -217,14 +224,13 @@ class RoutedServeReplay:
                 continue
             if first is None:
                 return
-            record = self.replays[first].tick(index if only is None else self._steps[first])
+            record = self.replays[first].tick(self._steps[first] if self.own_steps else index)
             if record is None:  # its arrivals are not due yet (cannot happen: see above)
                 rep = self.replays[first]
                 rep.clock = max(rep.clock, self.feeds[first].next_time() or rep.clock)
                 continue
             self._steps[first] += 1
-            if only is None or first == only:
-                yield _tag(record, first, sum_totals(self.replica_totals()))
+            yield _tag(record, first, self._totals(first))
             index += 1
             if record.error is not None:
                 self.stopped_by_error = True

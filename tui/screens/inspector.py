@@ -49,6 +49,7 @@ from tui.messages import (
 from tui.screens.actions import Actions
 from tui.screens.blocks import BlockSelection
 from tui.screens.playback import Playback
+from tui.screens.replicas import REPLICA_KEYS, ReplicaSwitch
 from tui.screens.status import SETTLED, SPEEDS, TO_THE_END, StatusLine
 from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.events import EventsPanel
@@ -65,7 +66,7 @@ JUMP_LIMIT = 64  # a move of more steps than this redraws the whole pool map
 
 def bindings(*view_keys: Binding) -> list[Binding]:
     """The keys every view has, with a view's own after "g" (the footer's order)."""
-    return [*STEP_KEYS, *view_keys, *MORE_KEYS]
+    return [*STEP_KEYS, *view_keys, *REPLICA_KEYS, *MORE_KEYS]
 
 
 STEP_KEYS = (
@@ -94,7 +95,7 @@ MORE_KEYS = (
 )
 
 
-class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
+class InspectorScreen(Playback, BlockSelection, Actions, ReplicaSwitch, Screen[None]):
     BINDINGS: ClassVar = bindings()
     # What a view supplies (class attributes of the subclass).
     PANES: ClassVar[tuple[tuple[str, str], ...]]  # side panes: (widget id, tab label)
@@ -126,6 +127,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
         self.feed = Feed(self.post_message, source, entry, options, requests=requests)
         # A checkpoint is a copy of the pool: keep them to ~1 MB-equivalent each interval.
         self.history = History(settings.num_blocks, checkpoint_every=max(512, settings.num_blocks // 64))
+        self.setup_replicas(options)  # --instances: a History per replica (tui/screens/replicas.py)
         self.vllm_version: str | None = None
         self.engine_status = "starting"
         self.engine_error: tuple[str, str] | None = None
@@ -271,6 +273,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
         self.pool_map.border_title = f"block pool ({self.settings.num_blocks:,} blocks)"
         self.pool_map.show(self.history.pool, {}, frozenset())
         self.view_mounted()
+        self.show_replica_titles()
         self.show_loading()
         self.set_interval(0.2, self._spin)
         # Start the workers once the first frame is out: importing vLLM in a thread still
@@ -361,11 +364,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
         self.update_status()
 
     def on_replay_progress(self, msg: ReplayProgress) -> None:
-        new = self.feed.records[len(self.history) : msg.count]
-        for rec in new:
-            self.history.append(rec)
-            self.series.append(self.series_point(rec))
-            self.breakdowns.append(rec.rows)
+        new = self.take_records(msg.count)
         self.records_added(new, msg.done)
         gc.freeze()  # see the note above on_trace_failed
         if self.target is not None and (self.target < len(self.history) or msg.done):
@@ -402,14 +401,14 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
             self._seek(index)
         else:
             self.target = index
-            self.feed.want(index + 1 + Feed.RUN_AHEAD)
+            self.want_step(index)
             self.update_status()
 
     def _seek(self, index: int) -> None:
         if index < 0:
             return
         self.history.seek(index)
-        self.feed.want(index + 1 + Feed.RUN_AHEAD)
+        self.want_step(index)
         self.shown_step = -1
         # Coalesce: a burst of keys (a held arrow, top-speed play) redraws once.
         if not self._show_scheduled:
@@ -496,7 +495,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # While a modal (help, a prompt) is on top, the footer beneath it lists only what
         # still works there: q (an app action, not checked here).
-        return self.app.screen is self
+        return self.app.screen is self and (action != "replica" or self.replica_set is not None)
 
     def on_screen_suspend(self) -> None:
         self.refresh_bindings()  # the footer re-asks check_action

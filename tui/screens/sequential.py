@@ -67,8 +67,24 @@ class SequentialScreen(InspectorScreen):
 
     # -- records --------------------------------------------------------------------------
     def requests_read(self, requests: Sequence[TraceRequest], msg: TraceProgress) -> None:
+        if self.replica_set is not None:
+            return  # a replica's rows are its steps, known as the replay routes them
         self.sequences.add_requests(requests)
         self.header.update_state(total=msg.count, total_final=msg.done)  # a step per request
+
+    def records_added(self, new: Sequence[StepRecord], done: bool) -> None:
+        if self.replica_set is not None:
+            self.sequences.add_steps(new)
+            self.header.update_state(total=len(self.history), total_final=done)
+
+    def replica_shown(self) -> None:
+        # The table's rows are the replica's steps: start it over for the one now shown.
+        # Clearing puts its cursor on row 0: a highlight that is not the user's.
+        self.sequences.restart()
+        self._auto_rows = {0}
+        self._row_seen = 0
+        self.sequences.add_steps(self.history.records)
+        self._flush_table()
 
     def series_point(self, rec: StepRecord) -> float:
         r = rec.request
@@ -77,7 +93,7 @@ class SequentialScreen(InspectorScreen):
     def last_index(self) -> int | None:
         if self.feed.replay_done:
             return len(self.history) - 1
-        if self.feed.read_done:
+        if self.feed.read_done and self.replica_set is None:
             return self.read_count - 1
         return None
 
@@ -128,8 +144,16 @@ class SequentialScreen(InspectorScreen):
         index = find_request(self.feed.requests[: self.read_count], query)
         if index is None:
             self.notify(f"no request id matches {query!r}", severity="warning", markup=False)
-        else:
+        elif self.replica_set is None:
             self.goto(index)
+        else:  # its step on the replica the router sent it to
+            found = self.find_step(lambda rec: rec.request is not None
+                                   and rec.request.request.index == index)
+            if found is None:
+                self.notify(f"{query!r} is not replayed yet: step on and find it again",
+                            severity="warning", markup=False)
+            else:
+                self.goto_found(found)
 
     # -- the requests table -----------------------------------------------------------------
     def _flush_table(self) -> None:

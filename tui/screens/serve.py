@@ -15,7 +15,6 @@ from textual.widget import Widget
 
 from engine.model import BlockState, SeqView, StepRecord, TraceRequest
 from engine.replay import steps
-from tui.feed import Feed
 from tui.screens.inspector import InspectorScreen, bindings, find_request
 from tui.screens.status import TO_THE_END
 from tui.widgets.cpu_tier import CpuTierStrip
@@ -108,6 +107,10 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         usable = max(1, self.settings.num_blocks - 1)
         return (rec.serve.used_blocks if rec.serve else 0) / usable  # KV usage
 
+    def replica_shown(self) -> None:
+        self.preempted_at = {}  # the index of the replica now shown
+        preempted_index(self.history.records, self.preempted_at)
+
     def records_added(self, new: Sequence[StepRecord], done: bool) -> None:
         preempted_index(new, self.preempted_at)
         self.header.update_state(total=len(self.history), total_final=done)  # steps are iterations
@@ -193,7 +196,7 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         if delta > 0 and not self.feed.replay_done:
             # Not recorded yet: ask for more records and look again as they come.
             self.pending_jump = (kind, delta, base)
-            self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+            self.want_step(len(self.history))
             self.update_status()
             return
         self.notify(f"no {'later' if delta > 0 else 'earlier'} {kind}", timeout=2)
@@ -214,7 +217,7 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
                 self.pending_jump = None
                 self.notify(f"no later {kind}", timeout=2)
             else:
-                self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+                self.want_step(len(self.history))
         if self.pending_find is not None:
             query = self.pending_find
             index = self._arrival_of(query)
@@ -223,28 +226,26 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
                 if index is None:
                     self.notify(f"no request id matches {query!r}", severity="warning", markup=False)
                 else:
-                    self.goto(index)
+                    self.goto_found(index)
             else:
-                self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+                self.want_step(len(self.history))
 
-    def _arrival_of(self, query: str) -> int | None:
-        """The step where the request a query names arrives (None: not recorded yet, or
-        no such request)."""
+    def _arrival_of(self, query: str) -> tuple[int | None, int] | None:
+        """The step where the request a query names arrives, with its replica (None: not
+        recorded yet, or no such request)."""
         req_index = find_request(self.feed.requests[: self.read_count], query)
         if req_index is None:
             return None
         seq_id = str(req_index)
-        for rec in self.history.records:
-            if (rec.serve is not None and seq_id in rec.serve.arrived) or any(r.seq_id == seq_id for r in rec.admitted):
-                return rec.index
-        return None
+        return self.find_step(lambda rec: (rec.serve is not None and seq_id in rec.serve.arrived)
+                              or any(r.seq_id == seq_id for r in rec.admitted))
 
     def find(self, query: str) -> None:
         index = self._arrival_of(query)
         if index is not None:
-            self.goto(index)
+            self.goto_found(index)
         elif find_request(self.feed.requests[: self.read_count], query) is None:
             self.notify(f"no request id matches {query!r}", severity="warning", markup=False)
         elif not self.feed.replay_done:
             self.pending_find = query  # it arrives after the steps made so far
-            self.feed.want(len(self.history) + Feed.RUN_AHEAD)
+            self.want_step(len(self.history))

@@ -35,6 +35,7 @@ class InspectorHeader(Widget):
         self.total_final = False
         self.vllm_version: str | None = None
         self.status = ""
+        self.replica = ""  # --instances: "replica 2 of 4", the replica shown
 
     def update_state(self, **changes: object) -> None:
         for name, value in changes.items():
@@ -98,6 +99,7 @@ class InspectorHeader(Widget):
             (clip(self.trace_name, max(8, width // 4)), "bold"),
             "  ",
             (self.step_text, self.get_component_rich_style("header--step")),
+            (f" · {self.replica}" if self.replica else "", self.get_component_rich_style("header--step")),
         )
         status = Text(f"  {self.status}", self.get_component_rich_style("header--status")) if self.status else Text()
         room = width - left.cell_len - status.cell_len - 1
@@ -121,6 +123,7 @@ class InspectorHeader(Widget):
             (clip(self.trace_name, max(8, width // 5)), "bold"),
             "  ",
             (self.step_text, self.get_component_rich_style("header--step")),
+            (f" · {self.replica}" if self.replica else "", self.get_component_rich_style("header--step")),
         )
         status = Text(f"  {self.status}", self.get_component_rich_style("header--status")) if self.status else Text()
         room = width - left.cell_len - status.cell_len - 1

@@ -52,6 +52,8 @@ KEYS = (
     ("click", "a block (pool map, block table, free queue) or a row to jump there"),
     ("Tab, t", "move between panes; on a narrow terminal t switches the side pane"),
     ("e", "the error or did-not-fit details of this step"),
+    ("r / R", "with --instances N: the next / previous replica, at the same point in "
+              "trace time (its own steps, pool, requests and totals)"),
     ("?, q", "this help, quit"),
 )
 

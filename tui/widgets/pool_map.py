@@ -77,6 +77,11 @@ class PoolMap(ScrollView, can_focus=True):
             per_row = self._grid.per_row
             self._invalidate_rows({bid // per_row for bid in changed})
 
+    @property
+    def pool(self) -> Sequence[Slot]:
+        """The pool drawn (the cursor's History's; another replica's after a switch)."""
+        return self._pool
+
     def select(self, block_id: int | None, *, scroll: bool = True) -> None:
         per_row = self._grid.per_row
         self._invalidate_rows({bid // per_row for bid in (self.selected, block_id) if bid is not None})

@@ -54,18 +54,32 @@ class SequenceTable(DataTable):
             self.add_column(label, key=key, width=width)
 
     def add_requests(self, requests: Sequence[TraceRequest]) -> None:
-        bs = self.block_size
         for req in requests:
-            self.add_row(
-                Text(str(req.index + 1), justify="right"),
-                Text(clip(safe_text(req.request_id), 10)),
-                _num(req.num_prompt_tokens),
-                _num(-(-req.num_prompt_tokens // bs)),
-                PENDING,
-                PENDING,
-                Text("…", style="dim"),
-                key=str(req.index),
-            )
+            self._add(req.index, req)
+
+    def add_steps(self, records: Sequence[StepRecord]) -> None:
+        """--instances: a row per step of the replica shown (its requests, as routed)."""
+        for rec in records:
+            if rec.request is not None:
+                self._add(rec.index, rec.request.request)
+
+    def restart(self) -> None:
+        """No rows (another replica's are added next)."""
+        self.clear()
+        self.filled = 0
+
+    def _add(self, step: int, req: TraceRequest) -> None:
+        bs = self.block_size
+        self.add_row(
+            Text(str(step + 1), justify="right"),
+            Text(clip(safe_text(req.request_id), 10)),
+            _num(req.num_prompt_tokens),
+            _num(-(-req.num_prompt_tokens // bs)),
+            PENDING,
+            PENDING,
+            Text("…", style="dim"),
+            key=str(step),
+        )
 
     def fill_to(self, records: Sequence[StepRecord], end: int) -> None:
         """Fill in the replay's columns of the rows up to ``end`` (exclusive) not filled
