@@ -129,6 +129,9 @@ class SequentialScreen(InspectorScreen):
         if target < TO_THE_END or known is None or not known[0]:
             return super().progress_to(target)
         total, about = known  # a step per request
+        if self.replica_set is not None:  # a step per request on one replica: count them all
+            done = len(self.feed.records)
+            return min(1.0, done / total), f"{done:,} / {about}{total:,} requests replayed"
         done = len(self.history)
         return min(1.0, done / total), f"{done:,} / {about}{total:,} steps"
 
