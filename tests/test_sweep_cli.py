@@ -28,6 +28,24 @@ def trace(tmp_path):
     (["--block-size", "0"], "must be a whole number >= 1"),
     (["--plot", "curve.jpg"], "must end in .png or .svg"),
     (["--plot", "curve.png", "--tui"], "--plot go without it"),
+    # the CPU-tier axis: serve mode only, numbers >= 0, one of the two flags
+    (["--kv-offloading-size", "0,1"], "--kv-offloading-size: the CPU tier is vLLM's "
+                                      "scheduler's, sweep it with --mode serve"),
+    (["--num-cpu-blocks", "10"], "--num-cpu-blocks: the CPU tier is vLLM's scheduler's"),
+    (["--mode", "serve", "--kv-offloading-size", "1,x"], "'x' is not a number"),
+    (["--mode", "serve", "--num-cpu-blocks", "0,-4"], "'-4' must be a number >= 0"),
+    (["--mode", "serve", "--num-cpu-blocks", "1.5"], "'1.5' is not a number"),
+    (["--mode", "serve", "--num-cpu-blocks", "4,4"], "a value given twice"),
+    (["--mode", "serve", "--kv-offloading-size", "1", "--num-cpu-blocks", "2"], "not both"),
+    # the replicas axis
+    (["--instances", "0,2"], "--instances: '0' must be a whole number >= 1"),
+    (["--instances", "2,inf"], "--instances: 'inf' is not allowed"),
+    (["--router", "session"], "--router goes with --instances N"),
+    (["--instances", "2", "--replica", "1"], "--replica is the inspector's"),
+    (["--mode", "serve", "--instances", "1,2", "--closed-loop"], "--closed-loop with "
+                                                                "--instances"),
+    (["--mode", "serve", "--instances", "2", "--num-cpu-blocks", "0,8"],
+     "--instances with a CPU-tier axis: not supported yet"),
 ])
 def test_bad_flags_are_one_line(trace, capsys, flags, words):
     assert main(["sweep", trace, *flags]) == 2

@@ -66,3 +66,69 @@ async def test_sweep_screen_fills_as_points_arrive(tmp_path):
         assert all(screen.query_one(f"#bar-{i}").percentage == 1.0 for i in range(3))
         await pilot.press("q")
     assert app.main.cancel.is_set()
+
+
+async def test_the_screen_shows_the_cpu_tier_and_replica_axes(tmp_path):
+    # A plan with both other axes (the CLI takes one at a time; the screen handles both):
+    # the table gets their columns, each bar its point's label, each curve its own series.
+    from dataclasses import replace
+
+    from engine.settings import ServeSettings, TierSettings
+    from engine.tier_records import TierSummary
+
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join('{"prompt_token_ids": [1, 2, 3]}\n' for _ in range(10)))
+    plan = plan_sweep(engine="v1", mode="serve",
+                      options=BuildOptions(EngineSettings(), ServeSettings(),
+                                           router="prefix-aware"),
+                      source=TraceSource(str(p)), block_sizes=[16], pools=[100],
+                      tiers=[TierSettings(num_cpu_blocks=0), TierSettings(num_cpu_blocks=64)],
+                      instances=[1, 2], ceilings=False)
+    assert [s.label for s in plan.specs] == [
+        "block 16, CPU 0 blocks, 1× prefix-aware, pool 100",
+        "block 16, CPU 64 blocks, 1× prefix-aware, pool 100",
+        "block 16, CPU 0 blocks, 2× prefix-aware, pool 100",
+        "block 16, CPU 64 blocks, 2× prefix-aware, pool 100"]
+
+    def runner(specs, choice, on_result, on_progress, cancel):
+        done = []
+        for spec in specs:
+            n, cpu = spec.instances, spec.tier.num_cpu_blocks
+            end = Totals(requests=10, tokens=1000, blocks=70, queries=1000,
+                         hits=200 + 100 * spec.index,
+                         external_queries=600, external_hits=60 * bool(cpu),
+                         host_hits=60 * bool(cpu))
+            part = replace(end, requests=10 // n, hits=end.hits // n)
+            r = PointResult(spec.index, 100, end, Totals(), replicas_end=(part,) * n,
+                            tier=TierSummary(cpu, 0.0, 4096, "lru", 0) if cpu else None)
+            on_result(r)
+            done.append(r)
+        return done
+
+    app = SweepApp(plan, ExecutorChoice("local", jobs=1), runner=runner)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.main
+        for _ in range(200):
+            if screen.finished:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        table = screen.query_one("#sweep-table")
+        heads = [str(c.label) for c in table.columns.values()]
+        assert heads[:3] == ["block", "replicas", "CPU tier"]
+        assert heads[5:10] == ["GPU hit rate (vLLM)", "bound (prefix-tui)", "CPU-tier hits",
+                               "CPU-tier hit rate", "cached GPU+CPU"]
+        assert table.row_count == 4
+        row = dict(zip(heads, (str(c) for c in table.get_row_at(3))))
+        assert (row["replicas"], row["CPU tier"], row["CPU-tier hits"]) == (
+            "2 × prefix-aware", "64", "60")
+        assert (row["CPU-tier hit rate"], row["cached GPU+CPU"]) == ("10.00 %", "56.00 %")
+        assert row["hit rate per replica"] == "25.0 · 25.0 %"  # 250 of 1,000 each
+        assert dict(zip(heads, (str(c) for c in table.get_row_at(0))))["CPU tier"] == "off"
+        chart = screen.query_one(SweepChart)
+        lines = [chart.render_line(y).text for y in range(chart.size.height)]
+        # The legend wraps: a line per curve that does not fit beside the others.
+        assert any("● vLLM hit rate, block 16, CPU 64 blocks, 2× prefix-aware" in line
+                   for line in lines[:4])
+        assert sum(line.count("●") for line in lines) == 4 + 4  # legend + one point each
+        await pilot.press("q")

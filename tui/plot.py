@@ -90,14 +90,14 @@ def sweep_figure(outcome, title: str):  # noqa: ANN001, ANN201 - SweepOutcome ->
     colors = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
     series = curve_series(outcome)
     xs = [x for pts in series.values() for x, _h, _b in pts]
-    for k, (bs, pts) in enumerate(series.items()):
+    for k, (name, pts) in enumerate(series.items()):
         c = colors[k % len(colors)]
         ax.plot([x for x, _h, _b in pts], [100 * h for _x, h, _b in pts], "o-", color=c,
-                label=f"vLLM hit rate, block {bs}")
+                label=f"vLLM hit rate, {name}")
         bound = [(x, b) for x, _h, b in pts if b is not None]
         if bound:
             ax.plot([x for x, _ in bound], [100 * b for _, b in bound], "x:", color=c,
-                    label=f"farthest-next-use bound (prefix-tui's), block {bs}")
+                    label=f"farthest-next-use bound (prefix-tui's), {name}")
     for k, ceiling in enumerate(outcome.ceilings()):
         c = colors[k % len(colors)]
         if ceiling.unbounded is not None and ceiling.unbounded.status == "complete":

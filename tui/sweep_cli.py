@@ -29,10 +29,17 @@ from engine.options import (
 )
 from engine.sweep.executors import EXECUTORS, ExecutorChoice, default_jobs, run_points
 from engine.sweep.plan import SweepOutcome, SweepPlan, plan_sweep
-from engine.sweep.points import PointResult, parse_list
+from engine.sweep.points import PointResult, parse_list, parse_sizes
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.report import print_table
-from tui.sweep_cells import miss_cell, pct as _pct
+from tui.sweep_cells import (
+    axis_cells,
+    axis_headers,
+    figure_cells,
+    figure_headers,
+    miss_cell,
+    pct as _pct,
+)
 from tui.sweep_plot import curve_text
 from tui.widgets.safe import safe_text
 
@@ -57,6 +64,14 @@ def sweep_parser() -> argparse.ArgumentParser:
                         "block size")
     g.add_argument("--block-size", default="16", metavar="B[,B...]",
                    help="tokens per KV block, one sweep each (default 16)")
+    g.add_argument("--kv-offloading-size", default=None, metavar="GIB[,GIB...]",
+                   help="serve: vLLM's CPU offloading tier per point, in GiB (0: none); "
+                        "an axis beside the pools")
+    g.add_argument("--num-cpu-blocks", default=None, metavar="N[,N...]",
+                   help="serve: the CPU tier per point as exact block counts (0: none)")
+    g.add_argument("--instances", default=None, metavar="N[,N...]",
+                   help="replicas behind --router per point, each with the point's pool "
+                        "(an axis)")
     g.add_argument("--warmup-fraction", type=float, default=0.0, metavar="F",
                    help="the first F of the requests fill the cache but are left out of "
                         "the figures (default 0)")
@@ -93,6 +108,23 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         raise UserError(f"--jobs must be >= 1 (got {args.jobs})")
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address goes with --executor ray")
+    if getattr(args, "replica", None) is not None:
+        raise UserError("--replica is the inspector's (a sweep reports every replica)")
+    gib, cpu_blocks = args.kv_offloading_size, args.num_cpu_blocks
+    if gib is not None and cpu_blocks is not None:
+        raise UserError("give --kv-offloading-size or --num-cpu-blocks, not both")
+    tier_flag = "--kv-offloading-size" if gib is not None else "--num-cpu-blocks"
+    if (gib is not None or cpu_blocks is not None) and args.mode != "serve":
+        raise UserError(f"{tier_flag}: the CPU tier is vLLM's scheduler's, sweep it with "
+                        "--mode serve")
+    sizes = (parse_sizes(tier_flag, gib if gib is not None else cpu_blocks,
+                         floats=gib is not None)
+             if gib is not None or cpu_blocks is not None else None)
+    instances = (parse_list("--instances", args.instances, allow_inf=False)
+                 if args.instances is not None else None)
+    if sizes is not None and instances is not None:
+        # Serve mode sums replicas' run summaries, which has no rule for a CPU tier yet.
+        raise UserError("--instances with a CPU-tier axis: not supported yet")
     block_sizes = parse_list("--block-size", args.block_size, allow_inf=False)
     pools = capacities = None
     if args.capacity_tokens is not None:
@@ -103,13 +135,23 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
                            allow_inf=True)
     elif capacities is None:
         pools = [1000, 10000, 100000, None]
+    # The other flags are checked as the inspector checks them, with the lists' first
+    # values; each point then gets its own.
     base = argparse.Namespace(**{**vars(args), "block_size": block_sizes[0],
-                                 "num_gpu_blocks_override": 2})
+                                 "num_gpu_blocks_override": 2, "kv_offloading_size": None,
+                                 "num_cpu_blocks": None,
+                                 "instances": instances[0] if instances else None})
     entry, options = backend_from_args(base)
+    tiers = None
+    if sizes is not None:
+        assert options.serve is not None
+        key = "kv_offloading_size" if gib is not None else "num_cpu_blocks"
+        tiers = [dataclasses.replace(options.serve.tier, **{key: v}) for v in sizes]
     return plan_sweep(engine=entry.engine, mode=entry.mode, options=options,
                       source=trace_source_from_args(args), block_sizes=block_sizes,
                       pools=pools, capacities=capacities,
-                      warmup_fraction=args.warmup_fraction, ceilings=not args.no_ceilings)
+                      warmup_fraction=args.warmup_fraction, ceilings=not args.no_ceilings,
+                      tiers=tiers, instances=instances)
 
 
 def settings_doc(args: argparse.Namespace, plan: SweepPlan, version: str) -> dict:
@@ -132,9 +174,24 @@ def settings_doc(args: argparse.Namespace, plan: SweepPlan, version: str) -> dic
         "enable_prefix_caching": s.enable_caching,
         "prefix_caching_hash_algo": s.hash_algo,
         "serve": dataclasses.asdict(serve) if serve is not None else None,
+        "instances": (list(dict.fromkeys(s.instances for s in plan.points))
+                      if plan.replica_axis else None),
+        "router": spec.options.router if plan.replica_axis else None,
+        "cpu_tier_axis": _tier_axis(plan),
         "executor": args.executor,
         "jobs": args.jobs or default_jobs(),
     }
+
+
+def _tier_axis(plan: SweepPlan) -> dict | None:
+    tiers = [s.tier for s in plan.points if s.tier is not None]
+    if not tiers:
+        return None
+    gib = tiers[0].kv_offloading_size is not None
+    values = [t.kv_offloading_size if gib else t.num_cpu_blocks for t in tiers]
+    return {"flag": "--kv-offloading-size" if gib else "--num-cpu-blocks",
+            "values": list(dict.fromkeys(values)), "eviction_policy": tiers[0].eviction_policy,
+            "offload_latency": tiers[0].latency}
 
 
 class _Bars:
@@ -251,9 +308,11 @@ def sweep_table(outcome: SweepOutcome) -> Table:
     table = Table(title="CAPACITY SWEEP (vLLM Real Block Manager, one process per point)",
                   caption=Text(f"mode {plan.specs[0].mode}{warm} · bound: farthest-next-use, "
                                f"{BOUND_NOTE}"))
-    for name in ("block", "pool (blocks)", "capacity (tokens)", "hit rate (vLLM)",
-                 "bound (prefix-tui)", "sharing", "avg sharing", "evictions", "not fitted",
-                 "requests", "tokens", "missed blocks: why", "time"):
+    hit = "GPU hit rate (vLLM)" if plan.tier_axis else "hit rate (vLLM)"
+    for name in ("block", *axis_headers(plan), "pool (blocks)", "capacity (tokens)", hit,
+                 "bound (prefix-tui)", *figure_headers(plan), "sharing", "avg sharing",
+                 "evictions", "not fitted", "requests", "tokens", "missed blocks: why",
+                 "time"):
         table.add_column(name, justify="left" if name.startswith("missed") else "right",
                          no_wrap=True)
     for spec, r in outcome.point_pairs():
@@ -264,9 +323,9 @@ def sweep_table(outcome: SweepOutcome) -> Table:
         ok = r.status == "complete"
         bound = r.bound.hit_rate if (r.bound is not None and not inf) else None
         table.add_row(
-            str(spec.block_size), pool, cap,
+            str(spec.block_size), *axis_cells(plan, spec, r), pool, cap,
             _pct(metrics.hit_rate(t)) if ok else Text(r.status, style="bold yellow"),
-            _pct(bound), _pct(metrics.sharing_fraction(t)),
+            _pct(bound), *figure_cells(plan, spec, r), _pct(metrics.sharing_fraction(t)),
             _pct(metrics.avg_sharing_fraction(t)), f"{t.evictions:,}", f"{t.not_fitted:,}",
             f"{t.requests:,}", f"{t.tokens:,}", miss_cell(r.reasons), f"{r.seconds:.1f} s",
         )

@@ -14,17 +14,18 @@ from tui.widgets.sweep_chart import ChartData
 # plotext 6 draws on one module-level figure: callers draw from one thread at a time.
 
 
-def curve_series(outcome: SweepOutcome) -> dict[int, list[tuple[int, float, float | None]]]:
-    """Per block size: (capacity tokens, vLLM hit rate, prefix-tui bound) of finite points
-    that completed, by capacity."""
-    out: dict[int, list[tuple[int, float, float | None]]] = {}
+def curve_series(outcome: SweepOutcome) -> dict[str, list[tuple[int, float, float | None]]]:
+    """Per curve ("block 16", or with the other axes "block 16, CPU 1 GiB", "block 16, 2×
+    prefix-aware"): (capacity tokens, vLLM's (GPU) hit rate, prefix-tui bound) of finite
+    points that completed, by capacity."""
+    out: dict[str, list[tuple[int, float, float | None]]] = {}
     for spec, r in outcome.point_pairs():
         if spec.num_blocks is None or r.status != "complete":
             continue
         bound = r.bound.hit_rate if r.bound is not None else None
-        out.setdefault(spec.block_size, []).append(
+        out.setdefault(spec.series, []).append(
             (spec.capacity_tokens or 0, metrics.hit_rate(r.totals), bound))
-    return {bs: sorted(v) for bs, v in out.items()}
+    return {name: sorted(v) for name, v in out.items()}
 
 
 def curve_text(outcome: SweepOutcome, width: int, height: int, color: bool = True) -> str:
@@ -33,13 +34,13 @@ def curve_text(outcome: SweepOutcome, width: int, height: int, color: bool = Tru
     fig.clear()
     fig.plot_size(width, height)
     xs_all = [x for pts in series.values() for x, _h, _b in pts]
-    for bs, pts in series.items():
+    for name, pts in series.items():
         _line(fig, [x for x, _h, _b in pts], [100 * h for _x, h, _b in pts], "hd",
-              f"vLLM, block {bs}")
+              f"vLLM, {name}")
         bound = [(x, b) for x, _h, b in pts if b is not None]
         if bound:
             _line(fig, [x for x, _ in bound], [100 * b for _, b in bound], "x",
-                  f"bound (prefix-tui), block {bs}")
+                  f"bound (prefix-tui), {name}")
     lo, hi = (min(xs_all), max(xs_all)) if xs_all else (1, 10)
     if hi == lo:
         hi = lo * 10
@@ -68,11 +69,11 @@ def _line(fig, xs: list, ys: list, marker: str, label: str) -> None:  # noqa: AN
 def chart_data(outcome: SweepOutcome) -> ChartData:
     """What the inspector's sweep chart draws (the same series as the terminal curve)."""
     data = ChartData()
-    for bs, pts in curve_series(outcome).items():
-        data.points[bs] = [(x, h) for x, h, _b in pts]
+    for name, pts in curve_series(outcome).items():
+        data.points[name] = [(x, h) for x, h, _b in pts]
         bounds = [(x, b) for x, _h, b in pts if b is not None]
         if bounds:
-            data.bounds[bs] = bounds
+            data.bounds[name] = bounds
     for c in outcome.ceilings():
         if c.unbounded is not None and c.unbounded.status == "complete":
             data.unbounded[c.block_size] = metrics.hit_rate(c.unbounded.totals)

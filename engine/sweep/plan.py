@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from engine.backends import BuildOptions
 from engine.errors import UserError
 from engine.export import SCHEMA_VERSION
+from engine.settings import TierSettings
 from engine.sweep.points import CSV_KEYS, Ceiling, PointResult, PointSpec, csv_row, point_row
 from engine.trace.opener import open_trace
 from engine.trace.reader import TraceSource
@@ -42,39 +43,64 @@ class SweepPlan:
     def points(self) -> tuple[PointSpec, ...]:
         return tuple(s for s in self.specs if not s.ceiling)
 
+    @property
+    def tier_axis(self) -> bool:
+        """A CPU offloading tier size was given (--kv-offloading-size / --num-cpu-blocks)."""
+        return any(s.tier is not None for s in self.points)
+
+    @property
+    def replica_axis(self) -> bool:
+        """--instances was given: points run N replicas behind a router."""
+        return any(s.options.instances is not None for s in self.points)
+
 
 def plan_sweep(
     *, engine: str, mode: str, options: BuildOptions, source: TraceSource,
     block_sizes: Sequence[int], pools: Sequence[int | None] | None = None,
     capacities: Sequence[int | None] | None = None, warmup_fraction: float = 0.0,
-    ceilings: bool = True,
+    ceilings: bool = True, tiers: Sequence[TierSettings] | None = None,
+    instances: Sequence[int] | None = None,
 ) -> SweepPlan:
-    """Every (block size, pool) pair. ``pools`` are blocks (the null block included),
-    ``capacities`` tokens (None: inf); give at most one. With ``ceilings``, a block size
-    whose points have no inf gets an extra never-evicting run for its unbounded ceiling,
-    and finite points compute prefix-tui's farthest-next-use bound."""
+    """Every (instances, block size, CPU tier, pool) combination. ``pools`` are blocks
+    (the null block included), ``capacities`` tokens (None: inf); give at most one.
+    ``tiers``: serve mode's CPU offloading tier per point (an axis); ``instances``:
+    replicas behind ``options.router`` per point (an axis; each replica gets the pool).
+    With ``ceilings``, a block size with no plain inf point (one instance, no CPU tier)
+    gets an extra never-evicting run for its unbounded ceiling, and finite points with
+    one instance compute prefix-tui's farthest-next-use bound (a bound for one cache)."""
     if pools is not None and capacities is not None:
         raise UserError("give --num-gpu-blocks-override or --capacity-tokens, not both")
     if not 0.0 <= warmup_fraction < 1.0:
         raise UserError(f"--warmup-fraction must be in [0, 1) (got {warmup_fraction})")
+    if tiers is not None and options.serve is None:
+        raise UserError("a CPU-tier axis (--kv-offloading-size / --num-cpu-blocks) needs "
+                        "--mode serve")
     requests = count_requests(source)
     warmup = int(warmup_fraction * requests)
     specs: list[PointSpec] = []
-    for bs in block_sizes:
-        if capacities is not None:
-            blocks = [None if c is None else c // bs + 1 for c in capacities]
-        else:
-            blocks = list(pools) if pools is not None else [options.settings.num_blocks]
-        for n in dict.fromkeys(blocks):  # two capacities may round to one pool
-            if n is not None and n < 2:
-                raise UserError(f"a pool of {n} blocks at block size {bs}: vLLM needs 2 "
-                                "(its null block and one more)")
-            specs.append(_spec(len(specs), engine, mode, options, source, bs, n, warmup,
-                               requests, ceilings, False))
-    if ceilings:
+    for n_inst in (instances if instances is not None else [options.instances]):
+        inst_options = replace(options, instances=n_inst)
         for bs in block_sizes:
-            if not any(s.block_size == bs and s.num_blocks is None for s in specs):
-                specs.append(_spec(len(specs), engine, mode, options, source, bs, None,
+            if capacities is not None:
+                blocks = [None if c is None else c // bs + 1 for c in capacities]
+            else:
+                blocks = list(pools) if pools is not None else [options.settings.num_blocks]
+            for tier in (tiers if tiers is not None else [None]):
+                opts = inst_options if tier is None else replace(
+                    inst_options, serve=replace(inst_options.serve, tier=tier))
+                for n in dict.fromkeys(blocks):  # two capacities may round to one pool
+                    if n is not None and n < 2:
+                        raise UserError(f"a pool of {n} blocks at block size {bs}: vLLM "
+                                        "needs 2 (its null block and one more)")
+                    specs.append(_spec(len(specs), engine, mode, opts, source, bs, n, warmup,
+                                       requests, ceilings and (n_inst or 1) == 1, False))
+    if ceilings:
+        plain = replace(options, instances=None, serve=options.serve and replace(
+            options.serve, tier=TierSettings()))
+        for bs in block_sizes:
+            if not any(s.block_size == bs and s.num_blocks is None and s.plain
+                       for s in specs):
+                specs.append(_spec(len(specs), engine, mode, plain, source, bs, None,
                                    warmup, requests, True, True))
     return SweepPlan(tuple(specs), tuple(block_sizes), requests, warmup, warmup_fraction)
 
@@ -106,7 +132,7 @@ class SweepOutcome:
         out = []
         for bs in self.plan.block_sizes:
             unbounded = next((r for s in self.plan.specs
-                              if s.block_size == bs and s.num_blocks is None
+                              if s.block_size == bs and s.num_blocks is None and s.plain
                               and (r := self.result(s)) is not None), None)
             reuse = unbounded.bound if unbounded is not None else None
             out.append(Ceiling(bs, unbounded, reuse))
@@ -118,12 +144,14 @@ class SweepOutcome:
         ceilings = []
         for c in self.ceilings():
             d = c.as_dict()
+            # One per GPU pool (a CPU-tier axis repeats pools: the bound is the same).
+            bounds = {s.num_blocks: (s, r) for s, r in reversed(pairs)
+                      if s.block_size == c.block_size and s.num_blocks is not None and r.bound}
             d["farthest_next_use_prefix_tui"] = [
                 {"num_gpu_blocks": s.num_blocks, "capacity_tokens": s.capacity_tokens,
                  "hit_rate": r.bound.hit_rate, "hit_tokens": r.bound.hit_tokens,
                  "query_tokens": r.bound.query_tokens}
-                for s, r in pairs
-                if s.block_size == c.block_size and s.num_blocks is not None and r.bound
+                for s, r in sorted(bounds.values(), key=lambda p: p[0].index)
             ]
             ceilings.append(d)
         return {

@@ -125,6 +125,9 @@ def _replay(spec: PointSpec, num_blocks: int, keys: list[RequestKeys] | None,
     # rows come later, at finish): summed after the warm-up, the reasons cover exactly the
     # requests the point's figures count.
     reasons = BlockReasons() if settings.enable_caching else None
+    # --instances: each replica's totals too (the record's are their sum).
+    replica_totals = getattr(replay, "replica_totals", None)
+    warm_replicas: tuple[Totals, ...] = ()
     status, message = "complete", ""
     for record in replay:
         end = record.totals
@@ -132,6 +135,8 @@ def _replay(spec: PointSpec, num_blocks: int, keys: list[RequestKeys] | None,
             reasons = add_reasons(reasons, record.admitted)
         if warm_at is None and end.requests >= spec.warmup:
             warm_at = end
+            if replica_totals is not None:
+                warm_replicas = tuple(replica_totals())
         tick(end.requests)
         if record.error is not None:
             status, message = "vllm_error", f"step {record.index}: {record.error.message}"
@@ -139,9 +144,14 @@ def _replay(spec: PointSpec, num_blocks: int, keys: list[RequestKeys] | None,
     if cancel is not None and cancel.is_set():
         return _cancelled(spec, start)
     warm = warm_at if warm_at is not None else end
+    end_replicas = tuple(replica_totals()) if replica_totals is not None else ()
+    if warm_at is None:
+        warm_replicas = end_replicas
+    summary = replay.summary()
     return PointResult(spec.index, num_blocks, end, warm, status, message,
                        time.perf_counter() - start, vllm_version=backend.version,
-                       reasons=reasons)
+                       reasons=reasons, tier=summary.tier if summary is not None else None,
+                       replicas_end=end_replicas, replicas_warm=warm_replicas)
 
 
 def _keeping_keys(requests, keys: list[RequestKeys], block_size: int,

@@ -24,7 +24,14 @@ from engine import metrics
 from engine.sweep.executors import ExecutorChoice, run_points
 from engine.sweep.plan import SweepOutcome, SweepPlan
 from engine.sweep.points import PointResult, PointSpec
-from tui.sweep_cells import miss_cell, pct as _pct
+from tui.sweep_cells import (
+    axis_cells,
+    axis_headers,
+    figure_cells,
+    figure_headers,
+    miss_cell,
+    pct as _pct,
+)
 from tui.sweep_plot import chart_data
 from tui.widgets.safe import safe_text
 from tui.widgets.sweep_chart import SweepChart
@@ -60,7 +67,7 @@ class SweepScreen(Screen[None]):
     #sweep-title { height: 1; }
     #sweep-bars { height: auto; max-height: 10; }
     .point-row { height: 1; }
-    .point-label { width: 34; }
+    .point-label { width: 46; }
     .point-phase { width: 14; }
     #sweep-table { height: auto; max-height: 12; }
     #sweep-status { height: 1; }
@@ -95,9 +102,11 @@ class SweepScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("block", "pool", "capacity (tokens)", "hit rate (vLLM)",
-                          "bound (prefix-tui)", "sharing", "evictions", "not fitted",
-                          "requests", "missed blocks: why")
+        plan = self.plan
+        hit = "GPU hit rate (vLLM)" if plan.tier_axis else "hit rate (vLLM)"
+        table.add_columns("block", *axis_headers(plan), "pool", "capacity (tokens)", hit,
+                          "bound (prefix-tui)", *figure_headers(plan), "sharing",
+                          "evictions", "not fitted", "requests", "missed blocks: why")
         self._status(f"running on {self.choice.kind}…")
         self.run_sweep()
 
@@ -139,11 +148,12 @@ class SweepScreen(Screen[None]):
         ok = r.status == "complete"
         bound = r.bound.hit_rate if r.bound is not None and not inf else None
         self.query_one(DataTable).add_row(
-            str(spec.block_size),
+            str(spec.block_size), *axis_cells(self.plan, spec, r),
             f"inf ({r.num_blocks_run:,})" if inf else f"{spec.num_blocks:,}",
             "inf" if inf else f"{spec.capacity_tokens:,}",
             _pct(metrics.hit_rate(t)) if ok else Text(safe_text(r.status)),
-            _pct(bound), _pct(metrics.sharing_fraction(t)), f"{t.evictions:,}",
+            _pct(bound), *figure_cells(self.plan, spec, r),
+            _pct(metrics.sharing_fraction(t)), f"{t.evictions:,}",
             f"{t.not_fitted:,}", f"{t.requests:,}", miss_cell(r.reasons),
         )
 

@@ -24,11 +24,12 @@ AXIS_STYLE = Style(dim=True)
 
 @dataclass
 class ChartData:
-    """What the chart shows: per block size, (capacity tokens, hit rate 0..1) of vLLM's
-    finite points, prefix-tui's bounds at them, and the two ceilings."""
+    """What the chart shows: per curve ("block 16", "block 16, CPU 1 GiB", ...), (capacity
+    tokens, hit rate 0..1) of vLLM's finite points, prefix-tui's bounds at them, and per
+    block size the two ceilings."""
 
-    points: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
-    bounds: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    points: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    bounds: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     unbounded: dict[int, float] = field(default_factory=dict)
     reuse: dict[int, float] = field(default_factory=dict)
 
@@ -59,8 +60,8 @@ class SweepChart(Widget):
 
     # -- drawing ----------------------------------------------------------------------------
     def _draw(self, width: int, height: int) -> list[Strip]:
-        legend = self._legend()
-        plot_h = max(3, height - 3)  # legend on top, axis and labels below
+        legend = self._legend_lines(width)
+        plot_h = max(3, height - 2 - len(legend))  # legend on top, axis and labels below
         plot_w = max(10, width - Y_LABEL - 1)
         cells: list[list[tuple[str, Style | None]]] = [
             [(" ", None)] * plot_w for _ in range(plot_h)]
@@ -83,7 +84,7 @@ class SweepChart(Widget):
                 for c in range(plot_w):
                     if cells[r][c][0] == " ":
                         cells[r][c] = (glyph, style)
-        for i, (_bs, pts) in enumerate(sorted(self.data.points.items())):
+        for i, (_name, pts) in enumerate(self.data.points.items()):
             style = Style(color=PALETTE[i % len(PALETTE)], bold=True)
             for (x0, y0), (x1, y1) in zip(pts, pts[1:]):  # dots between neighbours
                 c0, c1 = col(x0), col(x1)
@@ -95,7 +96,7 @@ class SweepChart(Widget):
         for pts in self.data.bounds.values():
             for x, rate in pts:
                 cells[row(rate)][col(x)] = ("×", BOUND_STYLE)
-        out = [Strip([Segment(legend[:width].ljust(width))])]
+        out = [Strip([Segment(line[:width].ljust(width))]) for line in legend]
         labelled = {round(k * (plot_h - 1) / 4) for k in range(5)}  # 100, 75, 50, 25, 0 %
         for r, line in enumerate(cells):
             pct = 100 - round(100 * r / max(plot_h - 1, 1))
@@ -123,15 +124,25 @@ class SweepChart(Widget):
         tail = " tokens"
         return ("".join(text).rstrip() + tail)[: Y_LABEL + 1 + plot_w + len(tail)]
 
-    def _legend(self) -> str:
-        parts = [f"● vLLM hit rate, block {bs}" for bs in sorted(self.data.points)]
+    def _legend_lines(self, width: int) -> list[str]:
+        """The legend, wrapped between its entries (a sweep with CPU-tier or replica axes
+        has a curve per combination)."""
+        parts = [f"● vLLM hit rate, {name}" for name in self.data.points]
         if self.data.bounds:
             parts.append("× bound (prefix-tui's)")
         if self.data.unbounded:
             parts.append("─ unbounded (vLLM)")
         if self.data.reuse:
             parts.append("┄ reuse bound (prefix-tui's)")
-        return "  ".join(parts) or "waiting for the first point…"
+        if not parts:
+            return ["waiting for the first point…"]
+        lines = [parts[0]]
+        for part in parts[1:]:
+            if len(lines[-1]) + 2 + len(part) <= width:
+                lines[-1] += "  " + part
+            else:
+                lines.append(part)
+        return lines
 
 
 def _tokens(x: int) -> str:
