@@ -115,3 +115,26 @@ def test_an_unknown_vllm_event_class_fails_loudly():
 
     with pytest.raises(AdapterMismatch, match="BlockMoved"):
         adapter_events.convert([BlockMoved()])
+
+
+def test_held_agrees_with_get_cached_block_before_and_after_eviction():
+    """Miss reasons read vLLM's hash map for every block past a hit through PoolInternals.held
+    (its dict, at C speed): it must say what vLLM's public get_cached_block says."""
+    from engine.backends.vllm_v1.internals import PoolInternals
+
+    backend = V1Manager(EngineSettings(block_size=4, num_blocks=5))  # 4 usable + null
+    pool = backend._pool
+    a = backend.new_request("a", list(range(12)), 0.0)
+    backend.allocate(a, 12, backend.lookup(a))
+    probe = list(a.block_hashes) + [b"\x01" * 32]
+
+    def public() -> list[bool]:
+        return [pool.get_cached_block(h, [0]) is not None for h in probe]
+
+    assert PoolInternals.held(pool, probe, 0) == public() == [True, True, True, False]
+    backend.free(a)
+    # 16 new tokens need all 4 blocks: vLLM evicts a's three cached blocks.
+    c = backend.new_request("c", list(range(100, 116)), 0.0)
+    backend.allocate(c, 16, backend.lookup(c))
+    assert PoolInternals.held(pool, probe, 0) == public() == [False, False, False, False]
+    assert PoolInternals.held(pool, list(c.block_hashes), 0) == [True] * 4

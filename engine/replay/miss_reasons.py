@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from itertools import filterfalse, groupby, repeat
 from typing import NamedTuple
 
 from engine.block_reasons import BlockReasons, EvictedBy, HitSource
@@ -51,6 +52,7 @@ class SeenLookup(NamedTuple):
 
 
 Variant = tuple[str | None, str | None]  # (cache_salt, lora_name)
+REASONS = ("cold", "evicted", "partial", "last_token", "after_miss", "salt", "lora")
 
 
 class MissTracker:
@@ -71,60 +73,60 @@ class MissTracker:
             self.wants_content = True
 
     def stored(self, hashes: Iterable[bytes], req: TraceRequest) -> None:
-        """vLLM stored these hashes for ``req`` (its BlockStored events)."""
+        """vLLM stored these hashes for ``req`` (its BlockStored events). Set operations in
+        C: a step can store thousands."""
         first = self._first
-        n = len(first)
-        for h in hashes:
-            if h not in first:
-                first[h] = req.index
-        if len(first) != n:
+        # Not keys() - keys(): that walks the whole history every step.
+        new = dict.fromkeys(filterfalse(first.__contains__, hashes), req.index)
+        if new:
+            first.update(new)
             self._who[req.index] = (req.request_id, req.conversation_id)
 
     def removed(self, hashes: Iterable[bytes], step: int, req: TraceRequest) -> None:
         """vLLM evicted these hashes at ``step`` for ``req``'s allocation (BlockRemoved)."""
-        mark = (step, req.index)
-        evicted = self._evicted
-        any_ = False
-        for h in hashes:
-            evicted[h] = mark
-            any_ = True
-        if any_:
+        marks = dict.fromkeys(hashes, (step, req.index))
+        if marks:
+            self._evicted.update(marks)
             self._who[req.index] = (req.request_id, req.conversation_id)
 
     # -- why -------------------------------------------------------------------------------
     def classify(self, req: TraceRequest, seen: SeenLookup, hit_blocks: int) -> BlockReasons:
-        """The reasons for ``req``'s missed prompt blocks and the sources of its hits."""
+        """The reasons for ``req``'s missed prompt blocks and the sources of its hits.
+        Counted over columns (a long prompt misses hundreds of blocks); only blocks no
+        hash map held and no eviction explains are looked at one by one, and only when a
+        trace has salts or adapters."""
         bs = self.block_size
         plen = req.num_prompt_tokens
         full = plen // bs
         prompt_blocks = -(-plen // bs)
-        counts = dict.fromkeys(("cold", "evicted", "partial", "last_token", "after_miss",
-                                "salt", "lora"), 0)
+        counts = dict.fromkeys(REASONS, 0)
+        counts["partial"] = max(0, prompt_blocks - max(full, hit_blocks))
         by: Counter[tuple[int, int]] = Counter()
         mine: Variant = (req.cache_salt, req.lora_name)
-        hashes, cached, start, content = seen.hashes, seen.cached, seen.start, seen.content
-        for i in range(hit_blocks, prompt_blocks):
-            if i >= full:
-                counts["partial"] += 1
-                continue
-            held = cached[i - start] if i >= start else True
-            if held:
-                last = i == hit_blocks and i == full - 1 and plen % bs == 0
-                counts["last_token" if last else "after_miss"] += 1
-                continue
-            ev = self._evicted.get(hashes[i])
-            if ev is not None:
-                counts["evicted"] += 1
-                by[ev] += 1
-                continue
-            others = self._variants.get(content[i], ()) if content is not None else ()
-            other = [v for v in others if v != mine]
-            if any(v[1] != mine[1] for v in other):
-                counts["lora"] += 1
-            elif other:
-                counts["salt"] += 1
-            else:
-                counts["cold"] += 1
+        hashes, start, content = seen.hashes, seen.start, seen.content
+        lo = hit_blocks
+        if lo < full:
+            # Held by vLLM's hash map at the lookup, per missed full block (before
+            # ``start`` the blocks were hits: held).
+            held = (seen.cached[lo - start:full - start] if lo >= start
+                    else (True,) * (start - lo) + seen.cached[:full - start])
+            n_held = sum(held)
+            # Only the first missed block can be the recomputed last one.
+            last = int(held[0] and lo == full - 1 and plen % bs == 0)
+            counts["last_token"] = last
+            counts["after_miss"] = n_held - last
+            if n_held < len(held):
+                missing = [i for i, h in enumerate(held, lo) if not h]
+                marks = list(map(self._evicted.get, map(hashes.__getitem__, missing)))
+                unexplained = marks.count(None)
+                counts["evicted"] = len(marks) - unexplained
+                by.update(m for m in marks if m is not None)
+                if content is None:
+                    counts["cold"] = unexplained
+                else:
+                    for i, m in zip(missing, marks):
+                        if m is None:
+                            counts[self._not_held(content[i], mine)] += 1
         if content is not None:
             for c in content:
                 self._variants.setdefault(c, set()).add(mine)
@@ -135,19 +137,25 @@ class MissTracker:
             hit_sources=self._sources(req, hashes, hit_blocks),
         )
 
+    def _not_held(self, content: bytes, mine: Variant) -> str:
+        """A block neither held nor evicted: the same tokens cached under another adapter
+        (lora) or salt (salt), else cold."""
+        other = [v for v in self._variants.get(content, ()) if v != mine]
+        if any(v[1] != mine[1] for v in other):
+            return "lora"
+        return "salt" if other else "cold"
+
     def _sources(self, req: TraceRequest, hashes: tuple[bytes, ...],
                  hit_blocks: int) -> tuple[HitSource, ...]:
         """Hit blocks grouped by the request that first stored them, in table order."""
+        n = min(hit_blocks, len(hashes))
+        firsts = map(self._first.get, hashes[:n], repeat(-1, n))
         out: list[HitSource] = []
-        first = self._first
-        run_idx, run_start = -2, 0
-        for i in range(min(hit_blocks, len(hashes)) + 1):
-            idx = first.get(hashes[i], -1) if i < hit_blocks else -2
-            if idx == run_idx:
-                continue
-            if run_idx != -2:
-                out.append(self._source(req, run_idx, run_start, i - 1))
-            run_idx, run_start = idx, i
+        a = 0
+        for idx, run in groupby(firsts):
+            b = a + len(list(run))
+            out.append(self._source(req, idx, a, b - 1))
+            a = b
         return _merge(out)
 
     def _source(self, req: TraceRequest, idx: int, a: int, b: int) -> HitSource:

@@ -4,8 +4,8 @@ conversion both backends use."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import repeat
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_
 from typing import Any
 
 from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V
@@ -67,11 +67,20 @@ def count_removed(raw: Iterable[Any]) -> int:
 def hashes(raw: Iterable[Any], group: int = 0) -> tuple[list[bytes], list[bytes], int]:
     """The hashes of one KV cache group's BlockStored and BlockRemoved events, in order
     (what the miss-reason history needs when a replay keeps no KVEvent records), and the
-    hashes removed in every group (the step's evictions)."""
+    hashes removed in every group (the step's evictions). Column by column in C when every
+    event is the group's (one group: the usual layout), as vLLM emits one BlockRemoved per
+    evicted block: thousands a step on a big pool."""
+    raw = raw if isinstance(raw, list) else list(raw)
     stored_cls, removed_cls = V.BlockStored, V.BlockRemoved
-    stored: list[bytes] = []
-    removed: list[bytes] = []
-    n_removed = 0
+    mine = {None, 0} if group == 0 else {group}  # vLLM 0.33 names group 0; older None
+    if set(map(getattr, raw, repeat("group_idx"), repeat(None))) <= mine:
+        types = list(map(type, raw))
+        removed = list(chain.from_iterable(
+            map(_HASHES, compress(raw, map(is_, types, repeat(removed_cls))))))
+        stored = list(chain.from_iterable(
+            map(_HASHES, compress(raw, map(is_, types, repeat(stored_cls))))))
+        return stored, removed, len(removed)
+    stored, removed, n_removed = [], [], 0
     for ev in raw:
         mine = (getattr(ev, "group_idx", None) or 0) == group
         if isinstance(ev, removed_cls):

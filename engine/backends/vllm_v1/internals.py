@@ -9,6 +9,7 @@ loudly, naming the installed vLLM, instead of showing wrong numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -58,6 +59,16 @@ class PoolInternals:
     @staticmethod
     def free_queue_iter(pool: Any) -> Iterator[Any]:
         return pool.free_block_queue.iter_blocks_after(None)
+
+    @staticmethod
+    def held(pool: Any, block_hashes: Sequence[bytes], group: int) -> list[bool]:
+        """For each bare hash, whether vLLM's hash map holds a block under it in ``group``:
+        what get_cached_block(h, [group]) is not None says, for a whole prompt at C speed
+        (miss reasons ask it for every block past the hit). BlockHashToBlockMap drops a key
+        when its last block leaves, so a key is present exactly while a block is cached."""
+        suffix = group.to_bytes(_HASH_KEY_GROUP_BYTES, "big")
+        cache = pool.cached_block_hash_to_block._cache
+        return list(map(cache.__contains__, map(bytes.__add__, block_hashes, repeat(suffix))))
 
     @staticmethod
     def cached_block_ids(pool: Any, block_hash: bytes, group: int) -> tuple[int, ...]:

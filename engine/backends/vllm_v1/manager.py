@@ -150,8 +150,7 @@ class PoolReader:
         full = request.num_prompt_tokens // bs
         hashes = tuple(request.block_hashes[:full])
         start = min(num_hit_tokens // bs, len(hashes))
-        get, group = self._pool.get_cached_block, [self.reason_group or 0]
-        cached = tuple(get(h, group) is not None for h in hashes[start:])
+        cached = tuple(PoolInternals.held(self._pool, hashes[start:], self.reason_group or 0))
         plain = None
         if content:
             bare = V.Request("content", list(request.prompt_token_ids),
