@@ -161,3 +161,22 @@ def test_one_replicas_records_rebuild_its_pool(mode):
     rows = [r for rec in records for r in rec.rows]
     assert rows and {r.replica for r in rows} == {1}
     assert {r.request.conversation_id for r in rows} == {"c1"}  # session: c1 is on 1
+
+
+def test_serve_replicas_each_with_a_cpu_tier_sum_their_tiers(tmp_path):
+    """Every replica has its own CPU tier: the report sums them (this was a TypeError)."""
+    from tui.cli import main
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps({
+        "request_id": q.request_id, "prompt_token_ids": list(q.prompt_token_ids),
+        "output_len": 1, "arrival_time": q.arrival_time, "conversation_id": q.conversation_id,
+    }) + "\n" for q in conversations(3, 2)))
+    out = tmp_path / "o.json"
+    code = main([str(trace), "--headless", "--no-progress", "--json", str(out), "--block-size",
+                 "4", "--num-gpu-blocks-override", "64", "--mode", "serve", "--num-cpu-blocks",
+                 "20", "--instances", "2"])
+    assert code == 0
+    tier = json.loads(out.read_text())["status"]["serve"]["tier"]
+    assert tier["num_blocks"] == 40  # 20 on each replica
+    assert tier["jobs_started"] == tier["jobs_finished"]

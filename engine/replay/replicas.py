@@ -66,9 +66,31 @@ def sum_summaries(parts: Sequence[ServeSummary]) -> ServeSummary:
             out[f.name] = vals[0]
         elif f.name == "simulated_time_s":
             out[f.name] = max(vals)
+        elif f.name == "tier":
+            out[f.name] = _sum_tiers(vals)
         else:
             out[f.name] = _sum(vals)
     return replace(first, **out)
+
+
+_TIER_AS_CONFIGURED = ("bytes_per_block", "eviction_policy", "latency")
+
+
+def _sum_tiers(parts: list) -> object:
+    """Every replica has its own CPU tier: sizes and counts summed, peaks the largest, the
+    policy and latency as configured (the same on every replica)."""
+    if parts[0] is None:
+        return None
+    out = {}
+    for f in fields(parts[0]):
+        vals = [getattr(p, f.name) for p in parts]
+        if f.name in _TIER_AS_CONFIGURED:
+            out[f.name] = vals[0]
+        elif f.name.startswith("peak_"):
+            out[f.name] = max(vals)
+        else:
+            out[f.name] = sum(vals)
+    return replace(parts[0], **out)
 
 
 class _Replica:
