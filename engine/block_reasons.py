@@ -19,6 +19,9 @@ class MissReason(str, Enum):
     AFTER_MISS = "after_miss"  # cached, but an earlier block of the chain missed
     SALT = "salt"  # the same tokens were cached earlier under another cache_salt
     LORA = "lora"  # the same tokens were cached earlier under another LoRA adapter
+    # Not in the GPU prefix cache, loaded from vLLM's CPU offloading tier instead (serve
+    # mode with a tier only: vLLM's num_external_cached_tokens for the request).
+    CPU_HIT = "cpu_hit"
 
 
 class EvictedBy(NamedTuple):
@@ -42,7 +45,12 @@ class HitSource(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class BlockReasons:
     """Why each missed prompt block missed (counts add up to prompt_blocks - hit_blocks)
-    and where each hit block came from (blocks add up to hit_blocks)."""
+    and where each hit block came from (blocks add up to hit_blocks).
+
+    With a CPU tier, ``cpu_hit`` counts the blocks the GPU prefix cache missed and vLLM
+    loaded from the tier: the counts then add up to prompt_blocks - the GPU's hit blocks,
+    and those blocks are hits too (hit_blocks and hit_sources include them). ``cpu_hit``
+    is None without a tier, and ``counts()`` leaves it out."""
 
     cold: int = 0
     evicted: int = 0
@@ -51,14 +59,16 @@ class BlockReasons:
     after_miss: int = 0
     salt: int = 0
     lora: int = 0
+    cpu_hit: int | None = None
     evicted_by: tuple[EvictedBy, ...] = ()
     hit_sources: tuple[HitSource, ...] = ()
 
     @property
     def missed(self) -> int:
         return (self.cold + self.evicted + self.partial + self.last_token + self.after_miss
-                + self.salt + self.lora)
+                + self.salt + self.lora + (self.cpu_hit or 0))
 
     def counts(self) -> dict[str, int]:
-        """Missed blocks by reason, keyed by MissReason's values, in its order."""
-        return {m.value: getattr(self, m.value) for m in MissReason}
+        """Missed blocks by reason, keyed by MissReason's values, in its order (cpu_hit
+        only with a CPU tier)."""
+        return {m.value: n for m in MissReason if (n := getattr(self, m.value)) is not None}

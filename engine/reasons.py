@@ -31,8 +31,9 @@ class Prefix:
 @dataclass
 class ReasonTally:
     block_size: int
+    # cpu_hit joins once a row has it (a CPU tier): a run without one never shows it.
     missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        (m.value for m in MissReason), 0))
+        (m.value for m in MissReason if m is not MissReason.CPU_HIT), 0))
     hit_same_conversation: int = 0
     hit_other_request: int = 0
     hit_unknown: int = 0
@@ -49,7 +50,7 @@ class ReasonTally:
     def _add(self, why: BlockReasons) -> None:
         self.rows += 1
         for k, v in why.counts().items():
-            self.missed[k] += v
+            self.missed[k] = self.missed.get(k, 0) + v
         bs = self.block_size
         for s in why.hit_sources:
             if not s.request_id:
@@ -131,6 +132,7 @@ _MISS_LABELS = {
     "after_miss": "after an earlier miss in the chain",
     "salt": "cached under another cache_salt",
     "lora": "cached under another LoRA adapter",
+    "cpu_hit": "loaded from the CPU tier (a GPU prefix-cache miss)",
 }
 
 

@@ -24,6 +24,10 @@ missed block is then, in this order:
   salt / adapter (hashes of the same tokens without salt or adapter, made by vLLM's own
   block hasher, only once a trace has salts or adapters), else ``cold``.
 
+With vLLM's CPU offloading tier (serve mode), the blocks vLLM loaded from the tier
+(its ``num_external_cached_tokens`` for the request, read at the admission) come right
+after the GPU's hit and are ``cpu_hit``; the rest as above.
+
 So the reasons add up to the missed blocks by construction, and each reason is a fact
 about vLLM's hash map or its events. Serve mode applies an iteration's events before
 classifying its admissions; an admission's "held at lookup" was read at the lookup, so an
@@ -90,8 +94,11 @@ class MissTracker:
             self._who[req.index] = (req.request_id, req.conversation_id)
 
     # -- why -------------------------------------------------------------------------------
-    def classify(self, req: TraceRequest, seen: SeenLookup, hit_blocks: int) -> BlockReasons:
+    def classify(self, req: TraceRequest, seen: SeenLookup, hit_blocks: int,
+                 loaded: int | None = None) -> BlockReasons:
         """The reasons for ``req``'s missed prompt blocks and the sources of its hits.
+        ``hit_blocks``: vLLM's whole hit; ``loaded``: of which the full blocks it loaded
+        from the CPU tier (None: no tier), missed by the GPU prefix cache (cpu_hit).
         Counted over columns (a long prompt misses hundreds of blocks); only blocks no
         hash map held and no eviction explains are looked at one by one, and only when a
         trace has salts or adapters."""
@@ -104,7 +111,7 @@ class MissTracker:
         by: Counter[tuple[int, int]] = Counter()
         mine: Variant = (req.cache_salt, req.lora_name)
         hashes, start, content = seen.hashes, seen.start, seen.content
-        lo = hit_blocks
+        lo = hit_blocks  # blocks hit_blocks - loaded .. hit_blocks: from the CPU tier (cpu_hit)
         if lo < full:
             # Held by vLLM's hash map at the lookup, per missed full block (before
             # ``start`` the blocks were hits: held).
@@ -131,7 +138,7 @@ class MissTracker:
             for c in content:
                 self._variants.setdefault(c, set()).add(mine)
         return BlockReasons(
-            **counts,
+            **counts, cpu_hit=loaded,
             evicted_by=tuple(EvictedBy(step, self._who[idx][0], n)
                              for (step, idx), n in sorted(by.items())),
             hit_sources=self._sources(req, hashes, hit_blocks),

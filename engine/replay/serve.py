@@ -34,23 +34,9 @@ from typing import TYPE_CHECKING
 
 from engine import metrics
 from engine.errors import UserError
-from engine.model import (
-    NO_CHANGE,
-    NO_EVENTS,
-    NO_EVICTIONS,
-    KVEvent,
-    Outcome,
-    RequestResult,
-    Resumed,
-    Rows,
-    SeqView,
-    ServePart,
-    ServeSummary,
-    StepError,
-    StepRecord,
-    Totals,
-    TraceRequest,
-)
+from engine.model import (NO_CHANGE, NO_EVENTS, NO_EVICTIONS, KVEvent, Outcome, RequestResult,
+                          Resumed, Rows, SeqView, ServePart, ServeSummary, StepError,
+                          StepRecord, Totals, TraceRequest)
 from engine.replay.common import (
     SYNTH_TOKEN_BASE,
     cdiv,
@@ -292,8 +278,9 @@ class ServeReplay(SeqTables):
                     if a.resumed:
                         resumed.append(Resumed(a.seq_id, a.num_cached_tokens))
                         continue
-                    result = self._admission_result(
-                        live, a.seq_id, a.num_cached_tokens, a.block_ids[self._full_group], seen)
+                    result = self._admission_result(live, a.seq_id, a.num_cached_tokens,
+                                                    a.block_ids[self._full_group], seen,
+                                                    a.external_tokens)
                     live.result = result
                     admitted.append(result)
                     self._add_totals(result)
@@ -350,7 +337,8 @@ class ServeReplay(SeqTables):
             self.reasons.stored(hashes, self._live[seq_id].req)
 
     def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
-                          block_ids: tuple[int, ...], seen: SeenLookup | None = None):
+                          block_ids: tuple[int, ...], seen: SeenLookup | None = None,
+                          external: int | None = None):
         bs = self.settings.block_size
         prompt_len = live.req.num_prompt_tokens
         prompt_blocks = cdiv(prompt_len, bs)
@@ -361,7 +349,9 @@ class ServeReplay(SeqTables):
             if last is not None:
                 h = self.backend.slot(last).block_hash
                 recomputed = h is not None and self._mirror.hash_count.get(h, 0) > 0
-        reasons = (self.reasons.classify(live.req, seen, hit_blocks)
+        # CPU tier: the full blocks past the GPU's (block-aligned) hit vLLM loaded from it.
+        loaded = None if external is None else hit_blocks - (hit_tokens - external) // bs
+        reasons = (self.reasons.classify(live.req, seen, hit_blocks, loaded)
                    if self.reasons is not None and seen is not None else None)
         if reasons is not None:  # read at the lookup (the mirror is as of the last iteration)
             recomputed = reasons.last_token > 0

@@ -185,7 +185,8 @@ def totals_minus(a: Totals, b: Totals) -> Totals:
                      for f in fields(Totals) if f.name in _COUNTED})
 
 
-MISS_KEYS = tuple(m.value for m in MissReason)
+# cpu_hit only occurs with vLLM's CPU offloading tier, which sweeps do not build yet.
+MISS_KEYS = tuple(m.value for m in MissReason if m is not MissReason.CPU_HIT)
 
 
 def add_reasons(total: BlockReasons, results: Iterable[RequestResult]) -> BlockReasons:
@@ -197,7 +198,7 @@ def add_reasons(total: BlockReasons, results: Iterable[RequestResult]) -> BlockR
         if counts is None:
             counts = total.counts()
         for k, v in r.reasons.counts().items():
-            counts[k] += v
+            counts[k] = counts.get(k, 0) + v  # cpu_hit: only with a CPU tier
     return total if counts is None else BlockReasons(**counts)
 
 

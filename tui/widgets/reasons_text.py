@@ -16,6 +16,7 @@ _WORDS = {
     MissReason.AFTER_MISS: "after a miss",
     MissReason.SALT: "other salt",
     MissReason.LORA: "other adapter",
+    MissReason.CPU_HIT: "from the CPU tier",
 }
 NAMED = 2  # evictions and hit sources named before "…"
 
@@ -26,7 +27,7 @@ def reasons_line(why: BlockReasons) -> str:
     counts = why.counts()
     parts = []
     for m in MissReason:
-        n = counts[m.value]
+        n = counts.get(m.value, 0)
         if not n:
             continue
         text = f"{n:,} {_WORDS[m]}"

@@ -148,6 +148,14 @@ class SchedInternals:
         return request.num_tokens, request.num_computed_tokens
 
     @staticmethod
+    def external_cached_tokens(request: Any) -> int | None:
+        """The tokens vLLM's scheduler set as loaded through its KV connector (the CPU
+        tier) when it looked the request's prefix up: its PrefillStats, held on the
+        Request until its first output takes them (None then, or after a preemption)."""
+        stats = request.prefill_stats
+        return None if stats is None else stats.num_external_cached_tokens
+
+    @staticmethod
     def observe_lookups(sched: Any, seen: Any) -> None:
         """Call ``seen(request, num_hit_tokens)`` right after each prefix lookup vLLM's
         scheduler makes (``schedule()`` calls its manager's ``get_computed_blocks`` for
@@ -322,9 +330,12 @@ def check_scheduler(sched: Any, probe_request: Any, runner_output_cls: Any) -> l
         if not callable(getattr(SchedInternals.event_publisher(sched), "publish", None)):
             problems.append("Scheduler.kv_event_publisher has no publish()")
         for attr in ("is_prefill_chunk", "num_tokens", "num_computed_tokens", "request_id",
-                     "shared_prefix_boundary"):
+                     "shared_prefix_boundary", "prefill_stats"):
             if not hasattr(probe_request, attr):
                 problems.append(f"Request.{attr} is missing")
+        stats = probe_request.prefill_stats
+        if stats is not None and not isinstance(stats.num_external_cached_tokens, int):
+            problems.append("PrefillStats.num_external_cached_tokens is not an int")
         for name in ("req_id_to_index", "sampled_token_ids"):
             if name not in getattr(runner_output_cls, "__dataclass_fields__", {}):
                 problems.append(f"ModelRunnerOutput.{name} is missing")

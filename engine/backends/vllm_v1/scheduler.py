@@ -67,6 +67,8 @@ class Admission:
     num_cached_tokens: int  # the scheduler's prefix-cache hit (its num_computed_tokens)
     block_ids: GroupIds  # the whole block table per KV cache group after admission
     resumed: bool  # re-admitted after a preemption (it recomputes)
+    # Of num_cached_tokens, loaded from the CPU tier (vLLM's PrefillStats); None: no tier.
+    external_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +291,14 @@ class V1Scheduler(PoolReader):
         admissions: list[Admission] = []
         new_block_ids: dict[str, tuple[int, ...]] = {}
         for nr in so.scheduled_new_reqs:
+            resumed = nr.req_id in self._admitted_before
+            external = None
+            if self.tier is not None and not resumed:
+                external = SchedInternals.external_cached_tokens(
+                    SchedInternals.request(sched, nr.req_id))
             admissions.append(Admission(
                 nr.req_id, nr.num_computed_tokens, tuple(tuple(g) for g in nr.block_ids) if nr.block_ids else (),
-                nr.req_id in self._admitted_before,
+                resumed, external,
             ))
         cached = so.scheduled_cached_reqs
         for i, rid in enumerate(cached.req_ids):
