@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserError
-from engine.lessons.answers import ANSWERS, answer_of
+from engine.lessons.answers import ANSWERS, AnswerError, answer_of
 from engine.lessons.catalog import bundled, find
 from engine.lessons.check import check_lesson, replay_lesson
 from engine.lessons.format import LessonError, load_lesson
@@ -22,7 +22,8 @@ V1_LESSONS = [p for p in bundled() if load_lesson(p).engine == "v1"]
 def test_the_bundled_lessons_cover_the_issue():
     titles = " ".join(load_lesson(p).title.lower() for p in bundled())
     for topic in ("full blocks", "system prompt", "multi-turn", "last prompt token",
-                  "lazy eviction", "sharing", "preemption", "salt", "v0", "sliding-window"):
+                  "lazy eviction", "sharing", "preemption", "salt", "v0", "sliding-window",
+                  "cpu tier"):
         assert topic in titles, topic
     assert len(bundled()) >= 10
 
@@ -56,6 +57,29 @@ def test_hand_worked_answers_of_the_first_lessons():
     assert answer_of("group_hit_blocks", records, 1, group=1) == 19
     assert answer_of("group_hit_blocks", records, 1, group=0) == 8
     assert answer_of("group_skipped_blocks", records, 1, group=0) == 11
+
+
+def test_the_cpu_tier_lesson_hand_worked_and_without_its_tier():
+    """Lesson 11, block size 4, 6 usable GPU blocks: alice's 17 tokens (4 full blocks +
+    1) are stored in the CPU tier too; bob's 5 blocks take the unused block, her partial
+    one and 3 of her 4 cached ones; her second turn (her 16 tokens + 6) hits 1 block on
+    the GPU and loads 3 from the CPU tier. Without the tier those 3 are recomputed."""
+    import dataclasses
+
+    lesson = load_lesson(next(p for p in bundled() if p.stem == "11-cpu-tier"))
+    records = replay_lesson(lesson)
+    admitted = {r.request_id: i for i, rec in enumerate(records) for r in rec.admitted}
+    assert answer_of("evicted", records, admitted["bob"]) == 3
+    assert answer_of("cpu_hit_blocks", records, admitted["alice-2"]) == 3
+    assert answer_of("hit_blocks", records, admitted["alice-2"]) == 4
+    assert answer_of("cpu_hit_blocks", records, admitted["alice-1"]) == 0
+    off = dataclasses.replace(lesson, serve=dataclasses.replace(
+        lesson.serve, tier=dataclasses.replace(lesson.serve.tier, num_cpu_blocks=0)))
+    records = replay_lesson(off)
+    at = next(i for i, rec in enumerate(records) for r in rec.admitted if r.request_id == "alice-2")
+    assert answer_of("hit_blocks", records, at) == 1
+    with pytest.raises(AnswerError, match="no CPU offloading tier"):
+        answer_of("cpu_hit_blocks", records, at)
 
 
 def test_walk_checks_answers_against_the_record_not_the_lesson():
@@ -156,6 +180,27 @@ def test_serve_keys_outside_serve_mode_and_bad_bytes(tmp_path):
     path.write_bytes(b'title = "t"\n\xff\n')
     with pytest.raises(LessonError, match=r"l.toml:2: not UTF-8"):
         load_lesson(path)
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("num_cpu_blocks = -1", "num_cpu_blocks must be >= 0 (got -1)"),
+    ("num_cpu_blocks = \"many\"", "num_cpu_blocks must be a whole number"),
+    ("cpu_eviction_policy = \"fifo\"", "cpu_eviction_policy must be one of lru, arc"),
+    ("offload_latency = 500", "offload_latency must be in 0..100"),
+])
+def test_a_bad_cpu_tier_key_is_one_line(tmp_path, capsys, setting, words):
+    path = write(tmp_path, GOOD.replace("num_blocks = 16", f"num_blocks = 16\nmode = "
+                                        f"\"serve\"\n{setting}"))
+    with pytest.raises(LessonError) as err:
+        load_lesson(path)
+    assert str(err.value).startswith(f"{path}:6: "), str(err.value)
+    assert words in str(err.value)
+    assert main(["learn", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"prefix-tui: {err.value}"]
+    sequential = write(tmp_path, GOOD.replace("num_blocks = 16", "num_blocks = 16\n"
+                                              "num_cpu_blocks = 8"))
+    with pytest.raises(LessonError, match=r":5: num_cpu_blocks applies only to mode = \"serve\""):
+        load_lesson(sequential)
 
 
 def test_learn_lists_numbered_lessons_and_refuses_unknown_numbers(capsys):

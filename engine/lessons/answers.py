@@ -92,6 +92,14 @@ def _preempted(records: Sequence[StepRecord], at: int, where: Where) -> int:
     return len(rec.serve.preempted)
 
 
+def _cpu_hit_blocks(records: Sequence[StepRecord], at: int, where: Where) -> int:
+    row = _row(records[at], where.request)
+    if row.reasons is None or row.reasons.cpu_hit is None:
+        raise AnswerError(f"step {at + 1}: no CPU offloading tier (a lesson's "
+                          "num_cpu_blocks, serve mode)")
+    return row.reasons.cpu_hit
+
+
 def _field(name: str) -> Callable[[Sequence[StepRecord], int, Where], int]:
     def read(records: Sequence[StepRecord], at: int, where: Where) -> int:
         return int(getattr(_row(records[at], where.request), name))
@@ -143,6 +151,9 @@ ANSWERS: dict[str, Answer] = {a.name: a for a in (
     Answer("preempted", "requests vLLM's scheduler preempted in the iteration", _preempted),
     Answer("resumed_hit_tokens", "prefix-cache hit tokens of a preempted request re-admitted "
            "in the iteration", _resumed_hit_tokens),
+    Answer("cpu_hit_blocks", "prompt blocks of the request the GPU prefix cache missed and "
+           "vLLM loaded from its CPU offloading tier (its num_external_cached_tokens)",
+           _cpu_hit_blocks),
     Answer("group_hit_blocks", "cached blocks vLLM's lookup handed back in KV cache group "
            "`group`", _group_field("hit_blocks"), True),
     Answer("group_skipped_blocks", "places of the prompt vLLM filled with its null block in "

@@ -21,7 +21,7 @@ from engine.lessons.answers import ANSWERS
 from engine.lessons.highlight import HIGHLIGHTS
 from engine.lessons.locate import KeyLines
 from engine.hf_config import read_hf_config
-from engine.settings import EngineSettings, KVLayout, ServeSettings
+from engine.settings import EngineSettings, KVLayout, ServeSettings, TierSettings
 
 MAX_BYTES = 1 << 20  # a lesson is a page of text; anything bigger is not one
 
@@ -73,6 +73,7 @@ TOP_KEYS = {
     "block_size": int, "num_blocks": int, "max_model_len": int, "enable_prefix_caching": bool,
     "max_num_seqs": int, "max_num_batched_tokens": int, "enable_chunked_prefill": bool,
     "async_scheduling": bool, "hf_config": str,
+    "num_cpu_blocks": int, "cpu_eviction_policy": str, "offload_latency": int,
 }
 STEP_KEYS = {
     "at": int, "text": str, "highlight": list, "question": str, "answer": str,
@@ -80,6 +81,9 @@ STEP_KEYS = {
 }
 REQUIRED_TOP = ("title", "trace", "block_size", "num_blocks")
 SERVE_KEYS = ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill", "async_scheduling")
+# vLLM's CPU offloading tier (serve mode): the lesson key -> TierSettings' field.
+TIER_KEYS = {"num_cpu_blocks": "num_cpu_blocks", "cpu_eviction_policy": "eviction_policy",
+             "offload_latency": "latency"}
 QUESTION_KEYS = ("question", "answer", "expected", "explain")
 
 
@@ -178,10 +182,15 @@ class _Builder:
         self.validated(settings.validate, "block_size")
         serve = None
         if entry.uses_scheduler:
-            serve = ServeSettings(**{k: doc[k] for k in SERVE_KEYS if k in doc})
+            tier = TierSettings(**{f: doc[k] for k, f in TIER_KEYS.items() if k in doc})
+            self.validated(tier.validate, next((k for k in TIER_KEYS if k in doc), None))
+            if tier.enabled and "hf_config" in doc:
+                raise self.fail("num_cpu_blocks: the CPU tier replays prefix-tui's own KV "
+                                "layout, not with hf_config yet", "num_cpu_blocks")
+            serve = ServeSettings(**{k: doc[k] for k in SERVE_KEYS if k in doc}, tier=tier)
             self.validated(serve.validate, next((k for k in SERVE_KEYS if k in doc), None))
         else:
-            for key in SERVE_KEYS:
+            for key in (*SERVE_KEYS, *TIER_KEYS):
                 if key in doc:
                     raise self.fail(f"{key} applies only to mode = \"serve\"", key)
         trace = (self.path.parent / doc["trace"])
@@ -198,10 +207,10 @@ class _Builder:
         try:
             check()
         except UserError as err:
-            # The settings' messages name vLLM's flags; a lesson names its own keys.
-            raise self.fail(str(err).replace("--num-gpu-blocks-override", "num_blocks")
-                            .replace("--block-size", "block_size")
-                            .replace("--max-model-len", "max_model_len"), key) from None
+            message = str(err)
+            for flag, key_name in _FLAG_KEYS:
+                message = message.replace(flag, key_name)
+            raise self.fail(message, key) from None
 
     def step(self, raw: dict[str, Any], i: int) -> LessonStep:
         self.check_keys(raw, STEP_KEYS, i)
@@ -245,5 +254,10 @@ class _Builder:
         return LessonStep(at, raw["text"], tuple(highlight), question, header)
 
 
+# The settings' messages name vLLM's flags; a lesson names its own keys.
+_FLAG_KEYS = (("--num-gpu-blocks-override", "num_blocks"), ("--block-size", "block_size"),
+              ("--max-model-len", "max_model_len"), ("--num-cpu-blocks", "num_cpu_blocks"),
+              ("--cpu-eviction-policy", "cpu_eviction_policy"),
+              ("--offload-latency", "offload_latency"))
 _KIND_NAMES = {str: "a string", int: "a whole number", bool: "true or false",
                list: "a list of strings"}
