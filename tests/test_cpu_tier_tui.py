@@ -7,7 +7,8 @@ from engine.model import BlockState
 from engine.tier_records import CPU_EVICTABLE, CPU_FREE, CPU_LOADING, CPU_WRITE_PENDING, TierPart
 from engine.settings import EngineSettings, ServeSettings, TierSettings
 from tests.conftest import req
-from tests.test_tui_support import goto_serve_step, inspector_app
+from tests.test_tui_support import goto_serve_step, inspector_app, wait_until
+from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.cpu_tier import CpuTierStrip, cells, title
 
 A = list(range(1000, 1064))
@@ -45,6 +46,22 @@ async def test_the_strip_shows_vllms_cpu_tier_at_each_iteration():
         loaded = next(r for r in history.records for s in r.seqs
                       if BlockState.HIT_CPU in s.states)
         assert loaded.seqs[0].states[1:4] == (BlockState.HIT_CPU,) * 3
+        # the totals pane has the report's CPU-tier rows, vLLM's connector stats
+        totals = app.main.totals
+        t = rec.totals
+        assert totals.values["cpu_hits"] == "48" == f"{t.host_hits:,}"
+        assert totals.values["external_queries"] == f"{t.external_queries:,}"
+        figures = totals.query_one("#totals-figures").render().plain
+        assert "CPU-tier hits" in figures and "cached GPU+CPU" in figures
+        # the block inspector says where a block's hash lives: A's second block, loaded
+        # back into a GPU block that the finished r2 left cached-free, is in both tiers
+        block = loaded.seqs[0].block_ids[1]
+        app.main.action_select_block(block)
+        inspector = app.query_one(BlockInspector)
+        await wait_until(pilot, lambda: inspector.report is not None
+                         and inspector.report.block_id == block)
+        body = str(inspector.query_one("#inspector-body").render())
+        assert "lives in GPU (cached-free) and CPU tier" in body
 
 
 def test_the_step_sentence_says_what_the_cpu_tier_did():

@@ -21,7 +21,7 @@ from tui.widgets.cpu_tier import CpuTierStrip
 from tui.widgets.help_text import SERVE_GUIDE
 from tui.widgets.running_tables import RunningTables
 from tui.widgets.serve_panel import ServePanel, preempted_index
-from tui.widgets.totals import ROWS, SERVE_ROWS
+from tui.widgets.totals import ROWS, SERVE_ROWS, TIER_ROWS
 
 COMPACT_FOOTER_BELOW = 120  # columns: the footer drops its padding to keep ? and q on it
 
@@ -60,6 +60,8 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         self.pending_jump: tuple[str, int, int] | None = None  # (kind, delta, from step)
         self.pending_find: str | None = None
         self.cpu_strip: CpuTierStrip | None = None  # with vLLM's CPU offloading tier
+        if self.serve_settings is not None and self.serve_settings.tier.enabled:
+            self.TOTALS_ROWS = ROWS + SERVE_ROWS + TIER_ROWS  # the report's CPU-tier rows
 
     def starting_scheduler(self) -> str:
         # Until vLLM says, the class its settings resolve to.
@@ -83,6 +85,7 @@ class ServeScreen(InspectorScreen, inherit_bindings=False):
         if tier is not None and tier.enabled:  # vLLM's CPU offloading tier, under the pool
             self.cpu_strip = CpuTierStrip(id="cpu-tier")
             self.pool_map.parent.mount(self.cpu_strip, after=self.pool_map)
+            self.query_one("#totals-figures").styles.height = len(self.TOTALS_ROWS)
 
     def on_resize(self, event) -> None:  # noqa: ANN001 - events.Resize
         self.footer.compact = event.size.width < COMPACT_FOOTER_BELOW

@@ -23,6 +23,7 @@ from engine.model import BlockState, EvictorEntry, SeqView, Slot, StepRecord, sl
 from engine.replay.common import FREE_HEAD_LEN, synth_output_tokens
 from engine.model import TraceRequest
 from tui.widgets import palette
+from tui.widgets.block_tier import HashHome, hash_home, home_line
 from tui.widgets.safe import safe_text
 
 MAX_USES = 200  # the newest uses listed; the count covers all
@@ -54,6 +55,7 @@ class BlockReport:
     evictor_rank: int | None = None
     evictor_size: int = 0
     error_hash: bytes | None = None
+    home: HashHome | None = None  # with vLLM's CPU tier: where its hash lives
     cancelled: bool = field(default=False)
 
 
@@ -124,6 +126,7 @@ def scan_block(
         block_id, upto, slot, status_text(block_id, slot, null_block_id), current_state,
         uses=tuple(uses), num_uses=num_uses, cached=tuple(cached), reused=tuple(reused),
         evicted=tuple(evicted), **_queue_place(records, upto, block_id),
+        home=hash_home(records, upto, block_id, slot),
     )
     if last is None:
         return report
@@ -227,6 +230,9 @@ class BlockInspector(VerticalScroll):
         h = r.slot[1]
         out.append("hash ", dim)
         out.append(f"{h.hex()}\n" if h is not None else "none (not cached)\n")
+        if r.home is not None:
+            out.append("lives in ", dim)
+            out.append(home_line(r.home, r.slot[0] > 0) + "\n")
         if r.state is not None:
             out.append(self.state_label, dim)
             out.append(f" {r.state.letter} ", self._palette[palette.STATE_CLASS[r.state]])

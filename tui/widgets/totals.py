@@ -86,6 +86,22 @@ def serve_values(t: Totals) -> dict[str, str]:
     }
 
 
+def tier_values(t: Totals) -> dict[str, str]:
+    """With vLLM's CPU offloading tier: the report's CPU-tier figures that the running
+    totals carry (vLLM's connector PrefixCacheStats, in tokens)."""
+    return {
+        "cpu_hits": f"{t.host_hits:,}",
+        "cpu_hit_rate": pct(metrics.cpu_hit_rate(t)),
+        "cached_rate": pct(metrics.cached_rate(t)),
+        "external_queries": f"{t.external_queries:,}",
+    }
+
+
+TIER_ROWS = (
+    ("CPU-tier hits", "cpu_hits", "CPU-tier hit %", "cpu_hit_rate"),
+    ("cached GPU+CPU", "cached_rate", "past GPU hit", "external_queries"),
+)
+
 SERVE_ROWS = (
     ("preemptions", "preemptions", "preempted hit %", "preempted_hit_rate"),
     ("preempted hits", "preempted_hits", "of queried", "preempted_queries"),
@@ -140,7 +156,7 @@ class TotalsPanel(Vertical):
         self.kv_groups: tuple = ()  # vLLM's KV cache groups (a line per group when several)
 
     def _values(self, totals: Totals) -> dict[str, str]:
-        every = {**totals_values(totals), **serve_values(totals)}
+        every = {**totals_values(totals), **serve_values(totals), **tier_values(totals)}
         return {key: every[key] for row in self.rows for key in (row[1], row[3])}
 
     def compose(self) -> ComposeResult:
