@@ -7,6 +7,8 @@ where a sliding window needs none; allocate_slots hands out new blocks per group
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.model import KVGroupInfo, RequestResult, Totals
 
 SEC_GROUPS = "By KV cache group (vLLM's lookups)"
@@ -30,6 +32,13 @@ def group_sums(t: Totals, r: RequestResult, fitted: bool) -> dict[str, tuple[int
                                      [g.skipped_blocks for g in r.groups]),
         "group_new_blocks": _add(t.group_new_blocks, [g.new_blocks for g in r.groups]),
     }
+
+
+def add_new_blocks(t: Totals, added: list[int] | tuple[int, ...]) -> Totals:
+    """Totals after a request's later prefill chunk got new blocks (serve mode's chunked
+    prefill: engine.replay.serve_groups), per group and over every group."""
+    return replace(t, blocks_new=t.blocks_new + sum(added),
+                   group_new_blocks=_add(t.group_new_blocks, list(added)))
 
 
 def by_group_list(t: Totals) -> list[dict]:

@@ -78,3 +78,7 @@ async def test_serve_view_has_a_row_per_sequence_and_group():
             f"{rec.seqs[0].request_id} · g0", f"{rec.seqs[0].request_id} · g1"]
         for (_sid, glyphs, ids), table in zip(rows, [t for s in rec.seqs for t in s.tables]):
             assert ids == table.block_ids and len(glyphs) == len(ids)
+        # The totals' line per group, as in sequential mode (serve rows carry groups now).
+        lines = app.query_one(GroupLines)
+        assert len(rec.totals.group_hit_blocks) == 2
+        assert lines.display and lines.entries == group_entries(rec.totals, main.kv_groups)

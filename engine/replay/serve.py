@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 from engine import metrics
 from engine.errors import UserError
-from engine.model import (NO_CHANGE, NO_EVENTS, NO_EVICTIONS, KVEvent, Outcome, RequestResult,
-                          Resumed, Rows, SeqView, ServePart, ServeSummary, StepError,
-                          StepRecord, Totals, TraceRequest)
+from engine.model import (NO_CHANGE, NO_EVENTS, NO_EVICTIONS, GroupHit, KVEvent, Outcome,
+                          RequestResult, Resumed, Rows, SeqView, ServePart, ServeSummary,
+                          StepError, StepRecord, Totals, TraceRequest)
 from engine.replay.common import (
     SYNTH_TOKEN_BASE,
     cdiv,
@@ -51,6 +51,7 @@ from engine.replay.common import (
 from engine.replay.arrivals import Arrivals
 from engine.replay.miss_reasons import MissTracker, SeenLookup
 from engine.replay.pool_mirror import PoolMirror
+from engine.replay.serve_groups import PromptGroups
 from engine.replay.serve_tables import SeqTables, _Live
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ class ServeReplay(SeqTables):
         self.reasons = (MissTracker(self.settings.block_size)
                         if self.settings.enable_caching and backend.want_lookups else None)
         self._lookups: dict[str, SeenLookup] = {}  # the latest lookup of each waiting request
+        self._groups = PromptGroups(backend.null_block_id) if backend.several_groups else None
 
     # -- arrivals ---------------------------------------------------------------------------
     def _take_arrivals(self, data: _StepData) -> None:
@@ -259,6 +261,8 @@ class ServeReplay(SeqTables):
             self._attribute_evictions(it)
             if self.reasons is not None:
                 self._history(index, it)
+            if self._groups is not None:  # before this iteration's admissions
+                self.totals = self._groups.step(it, self._live, self.totals)
             if scheduled is not None:
                 admitted_now = {a.seq_id for a in scheduled.admissions}
                 for seq_id, groups in scheduled.loading.items():
@@ -275,12 +279,13 @@ class ServeReplay(SeqTables):
                     if live.first_scheduled is None:
                         live.first_scheduled = self.clock if clock is None else clock
                     seen = self._lookups.pop(a.seq_id, None)
+                    groups = self._groups.admitted(a, live.req, scheduled) if self._groups else ()
                     if a.resumed:
                         resumed.append(Resumed(a.seq_id, a.num_cached_tokens))
                         continue
                     result = self._admission_result(live, a.seq_id, a.num_cached_tokens,
                                                     a.block_ids[self._full_group], seen,
-                                                    a.external_tokens)
+                                                    a.external_tokens, groups)
                     live.result = result
                     admitted.append(result)
                     self._add_totals(result)
@@ -336,9 +341,9 @@ class ServeReplay(SeqTables):
         for seq_id, hashes in by.items():
             self.reasons.stored(hashes, self._live[seq_id].req)
 
-    def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int,
-                          block_ids: tuple[int, ...], seen: SeenLookup | None = None,
-                          external: int | None = None):
+    def _admission_result(self, live: _Live, seq_id: str, hit_tokens: int, block_ids: tuple[int, ...],
+                          seen: SeenLookup | None = None, external: int | None = None,
+                          groups: tuple[GroupHit, ...] = ()):
         bs = self.settings.block_size
         prompt_len = live.req.num_prompt_tokens
         prompt_blocks = cdiv(prompt_len, bs)
@@ -357,10 +362,11 @@ class ServeReplay(SeqTables):
             recomputed = reasons.last_token > 0
         return RequestResult(
             request=live.req, seq_id=seq_id, outcome=Outcome.OK, prompt_tokens=prompt_len,
-            hit_tokens=hit_tokens, hit_blocks=hit_blocks, new_blocks=prompt_blocks - hit_blocks,
+            hit_tokens=hit_tokens, hit_blocks=hit_blocks,  # several groups: blocks of all
+            new_blocks=sum(g.new_blocks for g in groups) if groups else prompt_blocks - hit_blocks,
             output_blocks=0, evicted_blocks=0, prompt_blocks=prompt_blocks,
             recomputed_last_block=recomputed, output_tokens=0, message=live.message,
-            reasons=reasons,
+            reasons=reasons, groups=groups,
         )
 
     def _output(self, o: ReqOutput) -> RequestResult | None:
@@ -477,13 +483,6 @@ class ServeReplay(SeqTables):
             parts.append(f"CPU tier: {tier.blocks_loaded:,} loaded, {tier.blocks_stored:,} "
                          f"stored, {tier.stored:,} of {counted(tier.num_blocks, 'block')} held")
         return "; ".join(parts)
-
-    def _verify(self) -> None:
-        scan = self.backend.scan_pool()
-        mirrored = self._mirror.slots()
-        if scan != mirrored:
-            bad = [i for i, (a, c) in enumerate(zip(scan, mirrored)) if a != c]
-            raise AssertionError(f"pool mirror out of date at blocks {bad[:10]}")
 
     # -- figures ----------------------------------------------------------------------------------
     def summary(self) -> ServeSummary:

@@ -146,6 +146,14 @@ class SeqTables:
             ))
         return tuple(views), touched
 
+    def _verify(self) -> None:
+        """Tests (verify_pool): the pool mirror against a full scan of vLLM's pool."""
+        scan = self.backend.scan_pool()
+        mirrored = self._mirror.slots()
+        if scan != mirrored:
+            bad = [i for i, (a, c) in enumerate(zip(scan, mirrored)) if a != c]
+            raise AssertionError(f"pool mirror out of date at blocks {bad[:10]}")
+
     def _stable_blocks(self, frontier: int) -> int:
         """Leading blocks of a running request that cannot change any more except by ref
         count (which other requests' tables cover): full of tokens that were known and

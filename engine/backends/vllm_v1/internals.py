@@ -157,16 +157,17 @@ class SchedInternals:
 
     @staticmethod
     def observe_lookups(sched: Any, seen: Any) -> None:
-        """Call ``seen(request, num_hit_tokens)`` right after each prefix lookup vLLM's
-        scheduler makes (``schedule()`` calls its manager's ``get_computed_blocks`` for
-        every request it tries to admit): the one write to vLLM's objects besides the
-        event publisher. The lookup itself is vLLM's, unchanged."""
+        """Call ``seen(request, num_hit_tokens, blocks)`` right after each prefix lookup
+        vLLM's scheduler makes (``schedule()`` calls its manager's ``get_computed_blocks``
+        for every request it tries to admit; ``blocks`` is the KVCacheBlocks it returned,
+        one list per KV cache group): the one write to vLLM's objects besides the event
+        publisher. The lookup itself is vLLM's, unchanged."""
         manager = sched.kv_cache_manager
         lookup = manager.get_computed_blocks
 
         def get_computed_blocks(request: Any, *args: Any, **kwargs: Any) -> Any:
             result = lookup(request, *args, **kwargs)
-            seen(request, result[1])
+            seen(request, result[1], result[0])
             return result
 
         manager.get_computed_blocks = get_computed_blocks

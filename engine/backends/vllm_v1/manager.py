@@ -29,6 +29,7 @@ from engine.replay.miss_reasons import SeenLookup
 from engine.settings import EngineSettings
 
 GroupIds = tuple[tuple[int, ...], ...]  # block ids per KV cache group
+GroupCounts = tuple[tuple[int, int], ...]  # per group: (real cached blocks, null places)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,17 @@ class Lookup:
     ref_cnts: GroupIds  # before allocate touches them: 0 = hit from the free queue
     num_hit_tokens: int
     # Per group (several groups only): (real cached blocks, null-block placeholders).
-    group_counts: tuple[tuple[int, int], ...] = ()
+    group_counts: GroupCounts = ()
 
 
 def _real_and_null(blocks: Any) -> tuple[int, int]:
     null = sum(1 for b in blocks if b.is_null)
     return len(blocks) - null, null
+
+
+def group_counts(blocks: Any) -> GroupCounts:
+    """Per group of a lookup's KVCacheBlocks: (real cached blocks, null-block places)."""
+    return tuple(_real_and_null(g) for g in blocks.blocks)
 
 
 def default_groups(settings: EngineSettings) -> tuple[KVGroupInfo, ...]:
@@ -221,9 +227,7 @@ class V1Manager(PoolReader):
         # blocks reachable from it when they cache this request's blocks.
         RequestInternals.set_shared_prefix_boundary(request, boundary)
         groups = blocks.blocks
-        counts: tuple[tuple[int, int], ...] = ()
-        if len(groups) > 1:
-            counts = tuple(_real_and_null(g) for g in groups)
+        counts: GroupCounts = group_counts(blocks) if len(groups) > 1 else ()
         if not detail:
             return Lookup(blocks, (), (), num_hit_tokens, counts)
         return Lookup(

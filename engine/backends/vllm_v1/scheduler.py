@@ -46,7 +46,13 @@ from engine.backends.vllm_v1.imports import TESTED_VLLM_VERSION, V, import_vllm
 from engine.backends.vllm_v1.internals import SchedInternals, check_scheduler, ensure
 from engine.backends.vllm_v1.hybrid import plan_kv_cache
 from engine.backends.vllm_v1.kv_config import build_kv_cache_config
-from engine.backends.vllm_v1.manager import GroupIds, PoolReader, default_groups
+from engine.backends.vllm_v1.manager import (
+    GroupCounts,
+    GroupIds,
+    PoolReader,
+    default_groups,
+    group_counts,
+)
 from engine.backends.vllm_v1.tier import CpuTier
 from engine.backends.vllm_v1.serve_config import build_vllm_config, import_scheduler
 from engine.backends.vllm_v1.stats import CacheTally
@@ -116,6 +122,9 @@ class Iteration:
     evictions: dict[str, list[bytes]] = field(default_factory=dict)
     stores: list[tuple[bytes, str | None]] = field(default_factory=list)
     lookups: dict[str, SeenLookup] = field(default_factory=dict)
+    # Several KV cache groups: what each prefix lookup of this step handed back per group,
+    # (real cached blocks, null-block places), by seq id; the last one per request counts.
+    group_lookups: dict[str, GroupCounts] = field(default_factory=dict)
 
     @property
     def executed(self) -> bool:
@@ -188,7 +197,10 @@ class V1Scheduler(PoolReader):
         self.want_lookups = bool(cc.enable_prefix_caching) and self.reason_group is not None
         self.want_content = False  # also hash prompts without salt or adapter (set by the replay)
         self._lookups: dict[str, SeenLookup] = {}
-        if self.want_lookups:
+        # Several groups: each lookup's blocks per group (rows' groups, as sequentially).
+        self._group_lookups: dict[str, GroupCounts] = {}
+        self.several_groups = len(self.groups) > 1
+        if self.want_lookups or self.several_groups:
             SchedInternals.observe_lookups(self.scheduler, self._seen)
         self.is_async = bool(sc.async_scheduling)
         self.scheduler_name = type(self.scheduler).__name__
@@ -209,12 +221,15 @@ class V1Scheduler(PoolReader):
         out = {k: [h for h, grp in v if grp == g] for k, v in evictions.items()}
         return {k: v for k, v in out.items() if v}
 
-    def _seen(self, request: Any, num_hit_tokens: int) -> None:
+    def _seen(self, request: Any, num_hit_tokens: int, blocks: Any) -> None:
         """Called by vLLM's scheduler right after each prefix lookup (the last one before
         an admission is the one that counts: a request that did not fit is looked up
         again)."""
-        self._lookups[request.request_id] = self.seen_lookup(
-            request, num_hit_tokens, self.want_content)
+        if self.want_lookups:
+            self._lookups[request.request_id] = self.seen_lookup(
+                request, num_hit_tokens, self.want_content)
+        if self.several_groups:
+            self._group_lookups[request.request_id] = group_counts(blocks)
 
     # -- requests ---------------------------------------------------------------------------
     def new_request(self, seq_id: str, prompt_token_ids, max_tokens: int, arrival_time: float,
@@ -255,12 +270,13 @@ class V1Scheduler(PoolReader):
             removed = events.count_removed(gpu)
             tier = self.tier.part(detail) if self.tier is not None else None
             lookups, self._lookups = self._lookups, {}
+            group_lookups, self._group_lookups = self._group_lookups, {}
             return Iteration(scheduled, processed, outputs, kv_events, removed,
                              max(peak, self.used_blocks()),
                              {k: len(v) for k, v in evictions.items()}, tier,
                              self._of_group(evictions), [(h, who) for h, who, g in stores
                                                          if g == self.reason_group],
-                             lookups)
+                             lookups, group_lookups)
 
         if not self.is_async:
             if not sched.has_requests():
