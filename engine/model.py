@@ -250,7 +250,7 @@ class RequestResult:
     preemptions: int | None = None
     finish_iteration: int | None = None
     finish_time_s: float | None = None
-    # Per KV cache group (sequential mode with several groups; empty otherwise).
+    # Per KV cache group (several groups, both modes; empty otherwise).
     groups: tuple[GroupHit, ...] = ()
     # Serve mode, from vLLM's prefill_stats (None until vLLM reported them): prompt
     # tokens hit in the GPU prefix cache and loaded from the CPU offloading tier; their

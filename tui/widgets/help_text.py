@@ -127,13 +127,14 @@ class HelpBody(Widget):
         for state in BlockState:
             if state is BlockState.HELD and not guide.held_states:
                 continue
-            if state is BlockState.SKIPPED:  # only hybrid layouts have it (the legend says)
-                continue
             if state is BlockState.HIT_CPU:  # told with the CPU tier's strip (serve pane)
                 continue
             out.append(f" {state.letter} ", self.get_component_rich_style(palette.STATE_CLASS[state]))
             out.append(f" {palette.STATE_LABEL[state]}: ", "bold")
-            out.append(palette.STATE_HELP[state] + "\n")
+            out.append(palette.STATE_HELP[state])
+            if state is BlockState.SKIPPED:  # the legend shows it only then
+                out.append(" Only with several KV cache groups (--hf-config).")
+            out.append("\n")
         if guide.held_states:
             out.append(f" {palette.HELD_SHARED_GLYPH} ", self.get_component_rich_style(palette.HELD_SHARED))
             out.append(f" {palette.HELD_SHARED_LABEL}: ", "bold")
