@@ -41,6 +41,11 @@ CHUNKED_TYPES = {"chunked_attention"}
 STATE_TYPES = {"linear_attention", "mamba", "mamba2", "conv", "hybrid", "ssm"}
 # Hybrid families whose config names layer kinds by other fields (vLLM's ModelConfig).
 STATE_FIELDS = ("layers_block_type", "attn_type_list", "hybrid_override_pattern")
+# Families whose layers' KV shapes differ by layer kind (vLLM 0.33's MiMo-V2: sliding
+# layers take swa_num_key_value_heads / swa_head_dim / swa_v_head_dim, chosen by
+# hybrid_layer_pattern): vLLM would give their groups different block sizes (README).
+MIXED_PAGE_FIELDS = ("hybrid_layer_pattern", "swa_num_key_value_heads", "swa_head_dim",
+                     "swa_v_head_dim")
 STATE_MODEL_TYPES = {
     "mamba", "mamba2", "jamba", "bamba", "falcon_h1", "nemotron_h", "zamba2",
     "granitemoehybrid", "minimax_m1", "minimax_text_01", "plamo2", "lfm2",
@@ -153,6 +158,11 @@ def layers_from_config(where: str, obj: dict[str, Any]) -> ModelLayers:
         if f.has(name) or top.has(name):
             raise f.fail(name, "Mamba / linear-attention layers are not supported yet "
                          "(prefix-tui does not replay vLLM's MambaManager)")
+    for name in MIXED_PAGE_FIELDS:
+        if f.has(name):
+            raise f.fail(name, "layers whose KV heads or head size differ by kind (mixed "
+                         "page sizes: vLLM gives their groups different block sizes) are "
+                         "not supported yet")
     if model_type in STATE_MODEL_TYPES:
         raise f.fail("model_type", f"{model_type!r} has Mamba / linear-attention layers: "
                      "not supported yet (prefix-tui does not replay vLLM's MambaManager)")
