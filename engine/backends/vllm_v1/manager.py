@@ -148,6 +148,10 @@ class PoolReader:
             n += 1
         return n
 
+    def _held(self, hashes: tuple, group: int) -> list[bool]:
+        """For each hash, whether vLLM's hash map holds it in ``group``."""
+        return PoolInternals.held(self._pool, hashes, group)
+
     def seen_lookup(self, request: Any, num_hit_tokens: int, content: bool) -> SeenLookup:
         """What vLLM's hash map holds now for a request's prompt blocks past its hit
         (call at the lookup: engine.replay.miss_reasons). ``content``: also hash the same
@@ -156,7 +160,7 @@ class PoolReader:
         full = request.num_prompt_tokens // bs
         hashes = tuple(request.block_hashes[:full])
         start = min(num_hit_tokens // bs, len(hashes))
-        cached = tuple(PoolInternals.held(self._pool, hashes[start:], self.reason_group or 0))
+        cached = tuple(self._held(hashes[start:], self.reason_group or 0))
         plain = None
         if content:
             bare = V.Request("content", list(request.prompt_token_ids),
