@@ -77,8 +77,8 @@ class MissTracker:
             self.wants_content = True
 
     def stored(self, hashes: Iterable[bytes], req: TraceRequest) -> None:
-        """vLLM stored these hashes for ``req`` (its BlockStored events). Set operations in
-        C: a step can store thousands."""
+        """vLLM stored these hashes for ``req`` (its BlockStored events). Filtered and
+        added in C: a step can store thousands."""
         first = self._first
         # Not keys() - keys(): that walks the whole history every step.
         new = dict.fromkeys(filterfalse(first.__contains__, hashes), req.index)
