@@ -134,9 +134,8 @@ class V010Manager(V1Manager):
 
     def _held(self, hashes: tuple, group: int) -> list[bool]:
         # 0.10.1.1's hash map is a defaultdict keyed by BlockHashWithGroupId tuples: ask
-        # its public get_cached_block hash by hash.
-        get = self._pool.get_cached_block
-        return [get(h, [group]) is not None for h in hashes]
+        # its public get_cached_block hash by hash (is_cached).
+        return [self.is_cached(h, group) for h in hashes]
 
     def is_cached(self, block_hash: Any, group: int = 0) -> bool:
         # block_hash is the request's own BlockHash (request_block_hash), not bytes.
