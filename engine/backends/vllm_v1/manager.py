@@ -54,6 +54,21 @@ def group_counts(blocks: Any) -> GroupCounts:
     return tuple(_real_and_null(g) for g in blocks.blocks)
 
 
+def make_lookup(blocks: Any, num_hit_tokens: int, detail: bool) -> Lookup:
+    """A Lookup from get_computed_blocks' KVCacheBlocks (both releases' adapters)."""
+    groups = blocks.blocks
+    counts: GroupCounts = group_counts(blocks) if len(groups) > 1 else ()
+    if not detail:
+        return Lookup(blocks, (), (), num_hit_tokens, counts)
+    return Lookup(
+        blocks=blocks,
+        block_ids=tuple(tuple(b.block_id for b in g) for g in groups),
+        ref_cnts=tuple(tuple(b.ref_cnt for b in g) for g in groups),
+        num_hit_tokens=num_hit_tokens,
+        group_counts=counts,
+    )
+
+
 def default_groups(settings: EngineSettings) -> tuple[KVGroupInfo, ...]:
     """The hand-built layout's groups (engine.settings.KVLayout.groups)."""
     return tuple(
@@ -230,17 +245,7 @@ class V1Manager(PoolReader):
         # (Scheduler._get_local_prefix_cache_hit); sliding-window groups retain the
         # blocks reachable from it when they cache this request's blocks.
         RequestInternals.set_shared_prefix_boundary(request, boundary)
-        groups = blocks.blocks
-        counts: GroupCounts = group_counts(blocks) if len(groups) > 1 else ()
-        if not detail:
-            return Lookup(blocks, (), (), num_hit_tokens, counts)
-        return Lookup(
-            blocks=blocks,
-            block_ids=tuple(tuple(b.block_id for b in g) for g in groups),
-            ref_cnts=tuple(tuple(b.ref_cnt for b in g) for g in groups),
-            num_hit_tokens=num_hit_tokens,
-            group_counts=counts,
-        )
+        return make_lookup(blocks, num_hit_tokens, detail)
 
     def allocate(self, request: Any, num_new_tokens: int, lookup: Lookup | None = None
                  ) -> GroupIds | None:

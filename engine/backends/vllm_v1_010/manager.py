@@ -32,7 +32,13 @@ from typing import Any
 
 from engine.backends.vllm_v1.imports import V
 from engine.backends.vllm_v1.internals import AdapterMismatch
-from engine.backends.vllm_v1.manager import GroupIds, Lookup, V1Manager, _real_and_null, default_groups
+from engine.backends.vllm_v1.manager import (
+    GroupIds,
+    Lookup,
+    V1Manager,
+    default_groups,
+    make_lookup,
+)
 from engine.backends.vllm_v1.stats import CacheTally
 from engine.backends.vllm_v1.tenancy import request_kwargs
 from engine.backends.vllm_v1_010.client import check_hash_algo
@@ -157,17 +163,7 @@ class V010Manager(V1Manager):
 
     def lookup(self, request: Any, detail: bool = True) -> Lookup:
         blocks, num_hit_tokens = self.manager.get_computed_blocks(request)
-        groups = blocks.blocks
-        counts = tuple(_real_and_null(g) for g in groups) if len(groups) > 1 else ()
-        if not detail:
-            return Lookup(blocks, (), (), num_hit_tokens, counts)
-        return Lookup(
-            blocks=blocks,
-            block_ids=tuple(tuple(b.block_id for b in g) for g in groups),
-            ref_cnts=tuple(tuple(b.ref_cnt for b in g) for g in groups),
-            num_hit_tokens=num_hit_tokens,
-            group_counts=counts,
-        )
+        return make_lookup(blocks, num_hit_tokens, detail)
 
     def allocate(self, request: Any, num_new_tokens: int, lookup: Lookup | None = None
                  ) -> GroupIds | None:
