@@ -99,7 +99,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_modes: bool = 
                    "no router)")
     r.add_argument("--router", choices=ROUTER_NAMES, default=None,
                    help="with --instances: round-robin (default), session (by "
-                   "conversation_id), prefix-aware (longest cached prefix, by vLLM's hashes)")
+                   "conversation_id), prefix-aware (longest cached prefix, by vLLM's hashes), "
+                   "prefix-bounded (prefix-aware within 1.25x the mean load)")
     r.add_argument("--replica", type=int, default=None, metavar="K",
                    help="with --instances, in the inspector: start on replica K (0-based, "
                    "default 0; r / R switch)")

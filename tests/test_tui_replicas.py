@@ -125,3 +125,61 @@ def test_help_and_readme_name_the_replica_key():
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     keys = readme.split("Keys: ", 1)[1].split("\n\n", 1)[0]
     assert "`r`/`R` the next / previous replica" in keys
+
+
+def _notes(app) -> list[str]:
+    notes: list[str] = []
+    app.main.notify = lambda message, **kw: notes.append(str(message))
+    return notes
+
+
+async def test_r_replays_on_until_another_replica_gets_a_request():
+    # Session affinity: 600 turns of c0 (replica 0), then c1's first turn (replica 1). The
+    # inspector makes only Feed.RUN_AHEAD (512) records ahead of the cursor, so at step 0
+    # replica 1 has no step yet: r must replay on until it has one, then show it.
+    import dataclasses
+
+    from tests.conftest import req
+
+    trace = [dataclasses.replace(req(i, (7, 7, 7, 7, 8), output_len=1), conversation_id="c0")
+             for i in range(600)]
+    trace.append(dataclasses.replace(req(600, (9, 9, 9, 9, 8), output_len=1),
+                                     conversation_id="c1"))
+    options = BuildOptions(CHAT, instances=2, router="session", replica=0)
+    app = InspectorApp(None, lookup("v1", "sequential"), options, requests=trace)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.main.history.position == 0)
+        assert not app.main.replica_set.steps[1].history.records
+        await pilot.press("r")
+        await shown(pilot, app, 1, 0)
+        assert app.main.history.current.request.request.request_id == "r600"
+        assert app.main.header.replica == "replica 1 of 2"
+
+
+async def test_r_says_which_replica_got_no_request_and_why():
+    # Every request opens with one system prompt: prefix-aware sends them all to replica 0.
+    from tests.test_router_bounded import shared_prompt_trace
+
+    options = BuildOptions(CHAT, instances=2, router="prefix-aware", replica=0)
+    app = InspectorApp(None, lookup("v1", "sequential"), options,
+                       requests=shared_prompt_trace(6))
+    async with app.run_test(size=(160, 50)) as pilot:
+        notes = _notes(app)
+        await wait_until(pilot, lambda: app.main.history.position == 0)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: bool(notes))
+        assert notes[0].startswith("replica 1 received no request: prefix-aware sends")
+        assert app.main.replica_set.shown == 0
+
+
+async def test_r_pressed_before_the_first_step_shows_the_next_replica_once_it_has_one():
+    app = replicas_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        assert app.main.history.position < 0  # vLLM is still being built
+        await pilot.press("r")
+        await shown(pilot, app, 1, 0)
+        assert [r.request_id for r in app.main.history.current.rows] == [chat_trace()[1].request_id]
+        assert app.main.header.replica == "replica 1 of 2"
+        await pilot.press("r")
+        await shown(pilot, app, 0, 0)
+        assert [r.request_id for r in app.main.history.current.rows] == [chat_trace()[0].request_id]

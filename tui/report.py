@@ -30,6 +30,7 @@ from engine.metrics import Figure, Unit
 from engine.layout_metrics import SEC_GROUPS, group_rows
 from engine.model import KVGroupInfo, ServeSummary, StepRecord, Totals
 from engine.reasons import ReasonTally
+from engine.replay.routing import idle_replicas_note
 from engine.options import backend_from_args, settings_dict, trace_source_from_args
 from tui.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EXIT_VLLM_ERROR
 from tui.widgets.safe import safe_text
@@ -288,9 +289,13 @@ def print_table(console: Console, table: Table) -> None:
 
 
 def replicas_table(run: RunResult) -> Table:
-    """--instances: each replica's figures and the overall ones (vLLM's per replica)."""
-    table = Table(title=f"REPLICAS ({len(run.replicas)}, router "
-                        f"{run.settings.get('router', 'round-robin')})")
+    """--instances: each replica's figures and the overall ones (vLLM's per replica); a
+    caption names the replicas the router sent nothing, and why."""
+    router = run.settings.get("router", "round-robin")
+    idle = idle_replicas_note([t.requests for t in run.replicas], router,
+                              done=run.status == "complete")
+    table = Table(title=f"REPLICAS ({len(run.replicas)}, router {router})",
+                  caption=Text(idle) if idle else None, caption_justify="left")
     for col in ("replica", "requests", "served", "prompt tokens", "hit tokens", "hit rate",
                 "sharing", "evictions", "not fitted"):
         table.add_column(col, justify="right")

@@ -106,6 +106,9 @@ class _Replica:
     def load(self) -> tuple[int, ...]:
         return (self.tokens,)
 
+    def weight(self, req: TraceRequest) -> int:
+        return req.num_prompt_tokens
+
 
 class _ServeReplica(_Replica):
     def __init__(self, reader: PoolReader, replay: ServeReplay) -> None:
@@ -118,6 +121,9 @@ class _ServeReplica(_Replica):
         b = self.replay.backend
         return (len(b.running_ids()) + len(b.waiting_ids()) + self.replay.arrivals.queued(),
                 self.tokens)
+
+    def weight(self, req: TraceRequest) -> int:
+        return 1
 
 
 def _tag(record: StepRecord, k: int, totals: Totals) -> StepRecord:

@@ -28,6 +28,7 @@ from textual.binding import Binding
 
 from engine import metrics
 from engine.model import StepRecord
+from engine.replay.routing import idle_replicas_note
 from engine.replay.history import History
 from tui.feed import Feed
 
@@ -51,13 +52,19 @@ class ReplicaSteps:
 class ReplicaSet:
     """Every replica's steps, and which one is shown."""
 
-    def __init__(self, count: int, shown: int, history: History, new_history) -> None:  # noqa: ANN001
+    def __init__(self, count: int, shown: int, history: History, new_history,  # noqa: ANN001
+                 router: str) -> None:
+        self.router = router  # the --router name (the note on replicas that got nothing)
         self.steps = [ReplicaSteps(history if k == shown else new_history())
                       for k in range(count)]
         self.shown = shown
         self.taken = 0  # records of the replay handed out so far
         self.anchor: int | None = None  # the place in the replay a switch keeps
         self.anchor_at: tuple[int, int] = (-1, -1)  # (replica, step) the last switch went to
+        self.pending: int | None = None  # r / R pressed before another replica had a step
+
+    def others_have_steps(self) -> bool:
+        return any(s.history.records for k, s in enumerate(self.steps) if k != self.shown)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -85,7 +92,8 @@ class ReplicaSwitch:
         if options.instances is not None and options.replica is not None:
             self.replica_set = ReplicaSet(options.instances, options.replica, self.history,
                                           lambda: History(self.history.num_blocks,
-                                                          self.history.checkpoint_every))
+                                                          self.history.checkpoint_every),
+                                          options.router)
 
     # -- records from the feed ---------------------------------------------------------------
     def take_records(self, count: int) -> list[StepRecord]:
@@ -112,6 +120,8 @@ class ReplicaSwitch:
         rs.taken = max(rs.taken, count)
         if self.target is not None and self.target >= len(self.history):
             self.want_step(self.target)  # other replicas' records came first: ask on
+        if rs.pending is not None:  # after the caller has shown these records
+            self.call_later(self.switch_when_ready)
         return out
 
     def want_step(self, index: int) -> None:
@@ -134,7 +144,24 @@ class ReplicaSwitch:
             if rs.steps[k].history.records:
                 self.show_replica(k)
                 return
-        self.notify("no other replica has steps yet", timeout=2)
+        # The replay runs only as far as the steps shown ask: replay on until another
+        # replica gets a request, or the trace ends (then say which got none, and why).
+        rs.pending = delta
+        self.switch_when_ready()
+
+    def switch_when_ready(self) -> None:
+        rs = self.replica_set
+        if rs is None or rs.pending is None:  # a later call already switched
+            return
+        if rs.others_have_steps():
+            delta, rs.pending = rs.pending, None
+            self.action_replica(delta)
+        elif self.feed.replay_done and rs.taken >= len(self.feed.records):
+            rs.pending = None
+            note = idle_replicas_note([len(s.history.records) for s in rs.steps], rs.router)
+            self.notify(note or "no other replica has steps", timeout=8)
+        else:
+            self.feed.want(rs.taken + len(rs) * Feed.RUN_AHEAD)
 
     def show_replica(self, k: int) -> None:
         """Show replica k at the same point in trace time (see the module's note)."""
