@@ -10,6 +10,7 @@ replicas' is tests/test_replicas.py's conversations (block size 4).
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -102,3 +103,35 @@ def test_an_instances_axis_equals_each_routed_replay_run_directly(tmp_path, caps
         assert [r["replica"] for r in point["replicas"]] == list(range(n))
     # Prefix-aware routing keeps conversations apart: two replicas evict less.
     assert points[1]["evictions"] < points[0]["evictions"]
+
+
+def test_replicas_with_a_cpu_tier_axis_equal_each_run_directly(tmp_path, capsys):
+    prompts = [A + [1], B + [2], A + [3], C + [4], B + [5], A[:32] + C[:32] + [6]]
+    trace = write(tmp_path / "t.jsonl", [
+        {"prompt_token_ids": p, "output_len": 2, "arrival_time": 10.0 * i}
+        for i, p in enumerate(prompts)])
+    common = ["--mode", "serve", "--block-size", "16", "--num-gpu-blocks-override", "7",
+              "--router", "round-robin"]
+    csv_path = tmp_path / "s.csv"
+    doc = sweep(trace, tmp_path / "s.json", *common, "--instances", "1,2",
+                "--num-cpu-blocks", "0,20", "--csv", str(csv_path))
+    points = doc["points"]
+    assert sorted((p["instances"], p["num_cpu_blocks"]) for p in points) == [
+        (1, 0), (1, 20), (2, 0), (2, 20)]
+    for point in points:
+        n, cpu = point["instances"], point["num_cpu_blocks"]
+        direct = headless(trace, tmp_path / f"h{n}-{cpu}.json", *common, "--instances",
+                          str(n), "--num-cpu-blocks", str(cpu))
+        t = direct["totals"]
+        for key in ("gpu_hit_tokens", "cpu_hit_tokens", "hit_tokens", "query_tokens",
+                    "evictions", "requests"):
+            assert point[key] == t[key], (n, cpu, key)
+        if cpu:  # every replica has its own tier: the sizes are summed over replicas
+            assert direct["status"]["serve"]["tier"]["num_blocks"] == n * cpu
+    # The trace brings evicted prefixes back (see the test above): the tier hits.
+    one_tier = next(p for p in points if (p["instances"], p["num_cpu_blocks"]) == (1, 20))
+    assert one_tier["cpu_hit_tokens"] > 0
+    rows = list(csv.DictReader(csv_path.open()))
+    assert {r["miss_blocks_cpu_hit"] == "" for r in rows} == {True, False}
+    for r in rows:
+        assert (r["miss_blocks_cpu_hit"] == "") == (r["num_cpu_blocks"] in ("", "0"))

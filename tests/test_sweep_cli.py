@@ -44,8 +44,6 @@ def trace(tmp_path):
     (["--instances", "2", "--replica", "1"], "--replica is the inspector's"),
     (["--mode", "serve", "--instances", "1,2", "--closed-loop"], "--closed-loop with "
                                                                 "--instances"),
-    (["--mode", "serve", "--instances", "2", "--num-cpu-blocks", "0,8"],
-     "--instances with a CPU-tier axis: not supported yet"),
 ])
 def test_bad_flags_are_one_line(trace, capsys, flags, words):
     assert main(["sweep", trace, *flags]) == 2

@@ -130,5 +130,9 @@ async def test_the_screen_shows_the_cpu_tier_and_replica_axes(tmp_path):
         # The legend wraps: a line per curve that does not fit beside the others.
         assert any("● vLLM hit rate, block 16, CPU 64 blocks, 2× prefix-aware" in line
                    for line in lines[:4])
-        assert sum(line.count("●") for line in lines) == 4 + 4  # legend + one point each
+        # Four GPU hit-rate curves and, for the two points with a tier, the share cached in
+        # either tier (its own curve): a legend entry and one point each.
+        assert sum(line.count("●") for line in lines) == 6 + 6
+        text = "\n".join(lines)
+        assert "● vLLM hit rate, block 16, CPU 64 blocks, 2× prefix-aware · GPU+CPU" in text
         await pilot.press("q")

@@ -44,7 +44,7 @@ def axis_cells(plan: SweepPlan, spec: PointSpec, r: PointResult) -> list[str]:
         else:
             given = (f"{t.kv_offloading_size:g} GiB" if t.kv_offloading_size is not None
                      else f"{t.num_cpu_blocks:,}")
-            built = r.tier.num_blocks if r.tier is not None else 0
+            built = r.tier.num_blocks // spec.instances if r.tier is not None else 0
             out.append(given if t.num_cpu_blocks is not None else f"{given} ({built:,})")
     return out
 

@@ -122,9 +122,6 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
              if gib is not None or cpu_blocks is not None else None)
     instances = (parse_list("--instances", args.instances, allow_inf=False)
                  if args.instances is not None else None)
-    if sizes is not None and instances is not None:
-        # Serve mode sums replicas' run summaries, which has no rule for a CPU tier yet.
-        raise UserError("--instances with a CPU-tier axis: not supported yet")
     block_sizes = parse_list("--block-size", args.block_size, allow_inf=False)
     pools = capacities = None
     if args.capacity_tokens is not None:

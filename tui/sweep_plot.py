@@ -17,14 +17,19 @@ from tui.widgets.sweep_chart import ChartData
 def curve_series(outcome: SweepOutcome) -> dict[str, list[tuple[int, float, float | None]]]:
     """Per curve ("block 16", or with the other axes "block 16, CPU 1 GiB", "block 16, 2×
     prefix-aware"): (capacity tokens, vLLM's (GPU) hit rate, prefix-tui bound) of finite
-    points that completed, by capacity."""
+    points that completed, by capacity. A point with a CPU tier also gives a curve of the
+    share cached in either tier ("block 16, CPU 1 GiB · GPU+CPU": vLLM's GPU and CPU-tier
+    hit tokens over prompt tokens), since the tier leaves the GPU hit rate as it was."""
     out: dict[str, list[tuple[int, float, float | None]]] = {}
     for spec, r in outcome.point_pairs():
         if spec.num_blocks is None or r.status != "complete":
             continue
         bound = r.bound.hit_rate if r.bound is not None else None
-        out.setdefault(spec.series, []).append(
-            (spec.capacity_tokens or 0, metrics.hit_rate(r.totals), bound))
+        x = spec.capacity_tokens or 0
+        out.setdefault(spec.series, []).append((x, metrics.hit_rate(r.totals), bound))
+        if spec.tier is not None and spec.tier.enabled:
+            out.setdefault(f"{spec.series} · GPU+CPU", []).append(
+                (x, metrics.cached_rate(r.totals), None))
     return {name: sorted(v) for name, v in out.items()}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_mod
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -85,9 +86,30 @@ def _local_task(spec: PointSpec) -> PointResult:
     return run_point(spec, _report, _CANCEL)
 
 
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with the process's own stderr. It hands
+    ``sys.stderr.fileno()`` to its process; under a Textual app (the sweep screen)
+    sys.stderr is the app's capture, whose fileno() is -1, and every spawn then fails with
+    "bad value(s) in fds_to_keep"."""
+    from multiprocessing import resource_tracker
+
+    try:
+        usable = sys.stderr is None or sys.stderr.fileno() >= 0
+    except (AttributeError, OSError, ValueError):  # no fileno: the tracker passes none
+        usable = True
+    if usable or sys.__stderr__ is None:
+        return
+    shown, sys.stderr = sys.stderr, sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = shown
+
+
 def run_local(specs: Sequence[PointSpec], jobs: int, on_result: ResultFn,
               on_progress: ProgressFn | None,
               cancel: threading.Event | None = None) -> list[PointResult]:
+    start_resource_tracker()
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     stop = ctx.Event()

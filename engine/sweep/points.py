@@ -185,8 +185,9 @@ def totals_minus(a: Totals, b: Totals) -> Totals:
                      for f in fields(Totals) if f.name in _COUNTED})
 
 
-# cpu_hit only occurs with vLLM's CPU offloading tier, which sweeps do not build yet.
+# The reasons every point has; cpu_hit only with vLLM's CPU offloading tier (a tier axis).
 MISS_KEYS = tuple(m.value for m in MissReason if m is not MissReason.CPU_HIT)
+CSV_MISS_KEYS = tuple(m.value for m in MissReason)  # cpu_hit's column empty without a tier
 
 
 def add_reasons(total: BlockReasons, results: Iterable[RequestResult]) -> BlockReasons:
@@ -214,9 +215,10 @@ def point_row(spec: PointSpec, result: PointResult) -> dict:
         "block_size": spec.block_size,
         "instances": spec.instances,
         "router": spec.options.router if spec.options.instances is not None else None,
-        # vLLM's CPU offloading tier as it built it (0: none)
-        "num_cpu_blocks": tier.num_blocks if tier is not None else 0,
-        "kv_offloading_size_gib": tier.size_gib if tier is not None else 0.0,
+        # vLLM's CPU offloading tier as it built it (0: none), per replica: each replica
+        # has its own tier of the point's size (the run's summary sums them)
+        "num_cpu_blocks": tier.num_blocks // spec.instances if tier is not None else 0,
+        "kv_offloading_size_gib": tier.size_gib / spec.instances if tier is not None else 0.0,
         "hit_rate": metrics.hit_rate(t),
         "sharing_fraction": metrics.sharing_fraction(t),
         "avg_sharing_fraction": metrics.avg_sharing_fraction(t),
@@ -262,7 +264,8 @@ CSV_KEYS = ("num_gpu_blocks", "num_gpu_blocks_run", "capacity_tokens", "block_si
             "hit_rate", "sharing_fraction", "avg_sharing_fraction", "evictions",
             "not_fitted", "requests", "tokens", "hit_tokens", "query_tokens",
             "gpu_hit_tokens", "cpu_hit_tokens", "external_query_tokens",
-            "external_hit_tokens", "cpu_hit_rate", "cached_rate", "prompt_blocks", "hit_blocks", *(f"miss_blocks_{k}" for k in MISS_KEYS),
+            "external_hit_tokens", "cpu_hit_rate", "cached_rate", "prompt_blocks", "hit_blocks",
+            *(f"miss_blocks_{k}" for k in CSV_MISS_KEYS),
             "status", "message", "seconds", "farthest_next_use_bound_prefix_tui")
 
 
@@ -272,7 +275,7 @@ def csv_row(spec: PointSpec, result: PointResult) -> dict:
     row = point_row(spec, result)
     del row["replicas"]  # per replica: --json only
     miss = row.pop("miss_blocks") or {}
-    row.update({f"miss_blocks_{k}": miss.get(k, "") for k in MISS_KEYS})
+    row.update({f"miss_blocks_{k}": miss.get(k, "") for k in CSV_MISS_KEYS})
     return row
 
 

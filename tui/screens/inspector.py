@@ -50,6 +50,7 @@ from tui.screens.actions import Actions
 from tui.screens.blocks import BlockSelection
 from tui.screens.playback import Playback
 from tui.screens.replicas import REPLICA_KEYS, ReplicaSwitch
+from tui.screens.sweep_key import SweepKey
 from tui.screens.status import SETTLED, SPEEDS, TO_THE_END, StatusLine
 from tui.widgets.block_inspector import BlockInspector
 from tui.widgets.events import EventsPanel
@@ -90,12 +91,13 @@ MORE_KEYS = (
     Binding("e", "error", "Error", show=False),
     Binding("t", "next_pane", "Pane", show=False),
     Binding("s", "save_picture", "Screenshot", show=False),
+    Binding("c", "sweep", "Capacity sweep", show=False),
     Binding("question_mark", "help", "Help", key_display="?"),
     Binding("q", "app.quit", "Quit"),
 )
 
 
-class InspectorScreen(Playback, BlockSelection, Actions, ReplicaSwitch, Screen[None]):
+class InspectorScreen(Playback, BlockSelection, Actions, ReplicaSwitch, SweepKey, Screen[None]):
     BINDINGS: ClassVar = bindings()
     # What a view supplies (class attributes of the subclass).
     PANES: ClassVar[tuple[tuple[str, str], ...]]  # side panes: (widget id, tab label)
@@ -121,6 +123,7 @@ class InspectorScreen(Playback, BlockSelection, Actions, ReplicaSwitch, Screen[N
         settings = options.settings
         self.settings = settings
         self.entry = entry
+        self.source, self.options = source, options  # what a sweep (c) of this trace runs
         self.serve_settings = options.serve
         self.trace_name = Path(source.path).name if source is not None else "(requests)"
         self.tokenizer_name = source.tokenizer_name if source is not None else None

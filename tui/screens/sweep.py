@@ -1,6 +1,6 @@
-"""The sweep screen (`prefix-tui sweep TRACE --tui`): the points run in the background,
-a progress bar per point fills as its process reports, and the curve and the table grow
-as points arrive.
+"""The sweep screen (`prefix-tui sweep TRACE --tui`, or `c` in the inspector): the points
+run in the background, a progress bar per point fills as its process reports, and the
+curve and the table grow as points arrive.
 
 A thread worker runs the executor (engine.sweep.executors) and posts messages; the screen
 handles them on the UI thread. Leaving the screen cancels the points still running.
@@ -166,7 +166,8 @@ class SweepScreen(Screen[None]):
             text += f", {len(failed)} not complete ({safe_text(failed[0].message)})"
         if m.error:
             text = f"stopped: {safe_text(m.error)}"
-        self._status(text + " · q quits")
+        self._status(text + (" · q goes back to the inspector" if self.over_inspector
+                             else " · q quits"))
 
     def outcome(self) -> SweepOutcome:
         return SweepOutcome(self.plan, tuple(sorted(self.results, key=lambda r: r.index)))
@@ -174,7 +175,18 @@ class SweepScreen(Screen[None]):
     def _status(self, text: str) -> None:
         self.query_one("#sweep-status", Static).update(Text(text))
 
+    @property
+    def over_inspector(self) -> bool:
+        """Opened with c from the inspector (q goes back) rather than by sweep --tui."""
+        return len(self.app.screen_stack) > 1
+
     def action_quit_sweep(self) -> None:
         self.cancel.set()  # points still running stop at their next request
-        self.app.exit(0)
+        if self.over_inspector:
+            self.app.pop_screen()
+        else:
+            self.app.exit(0)
+
+    def on_unmount(self) -> None:
+        self.cancel.set()
 

@@ -54,6 +54,8 @@ KEYS = (
     ("e", "the error or did-not-fit details of this step"),
     ("r / R", "with --instances N: the next / previous replica, at the same point in "
               "trace time (its own steps, pool, requests and totals)"),
+    ("c", "a capacity sweep of this trace: vLLM at a quarter to four times this pool and "
+          "unbounded, curve and ceilings (q comes back)"),
     ("?, q", "this help, quit"),
 )
 
