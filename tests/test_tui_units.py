@@ -10,7 +10,7 @@ from engine.model import (
     StepRecord, Totals, evictions, kv_events,
 )
 from tests.conftest import req
-from tui.screens.inspector import find_request
+from tui.screens.actions import find_request
 from tui.widgets import palette
 from tui.widgets.block_inspector import scan_block
 from tui.widgets.cells import make_grid

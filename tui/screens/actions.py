@@ -8,7 +8,9 @@ is loading, ``t`` on a wide terminal (every pane already on screen) says when it
 
 from __future__ import annotations
 
-from engine.model import Outcome
+from collections.abc import Sequence
+
+from engine.model import Outcome, TraceRequest
 from tui.widgets.modals import ErrorScreen, HelpScreen, PromptScreen
 
 NARROW_BELOW = 140  # columns; InspectorApp.HORIZONTAL_BREAKPOINTS
@@ -96,3 +98,15 @@ class Actions:
         ids = [f"tab-{pane}" for pane, _ in self.PANES]
         current = ids.index(self.tabs.active) if self.tabs.active in ids else -1
         self.tabs.active = ids[(current + 1) % len(ids)]
+
+
+def find_request(requests: Sequence[TraceRequest], query: str) -> int | None:
+    """The index of the request whose id is ``query``, else the first containing it."""
+    for req in requests:
+        if req.request_id == query:
+            return req.index
+    for req in requests:
+        if query in req.request_id:
+            return req.index
+    return None
+

@@ -509,14 +509,3 @@ class InspectorScreen(Playback, BlockSelection, Actions, ReplicaSwitch, SweepKey
     def on_unmount(self) -> None:
         self.feed.close()
 
-
-def find_request(requests: Sequence[TraceRequest], query: str) -> int | None:
-    """The index of the request whose id is ``query``, else the first containing it."""
-    for req in requests:
-        if req.request_id == query:
-            return req.index
-    for req in requests:
-        if query in req.request_id:
-            return req.index
-    return None
-

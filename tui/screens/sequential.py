@@ -14,7 +14,8 @@ from textual.widgets import DataTable
 
 from engine.model import BlockState, StepRecord, TraceRequest
 from tui.messages import TraceProgress
-from tui.screens.inspector import InspectorScreen, find_request
+from tui.screens.actions import find_request
+from tui.screens.inspector import InspectorScreen
 from tui.screens.status import TO_THE_END
 from tui.widgets.block_table import BlockTable
 from tui.widgets.help_text import SEQUENTIAL_GUIDE

@@ -15,7 +15,8 @@ from textual.widget import Widget
 
 from engine.model import BlockState, SeqView, StepRecord, TraceRequest
 from engine.replay import steps
-from tui.screens.inspector import InspectorScreen, bindings, find_request
+from tui.screens.actions import find_request
+from tui.screens.inspector import InspectorScreen, bindings
 from tui.screens.status import TO_THE_END
 from tui.widgets.cpu_tier import CpuTierStrip
 from tui.widgets.help_text import SERVE_GUIDE
