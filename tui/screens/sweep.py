@@ -138,8 +138,10 @@ class SweepScreen(Screen[None]):
         self.query_one(f"#phase-{r.index}", Label).update(r.status)
         outcome = self.outcome()
         self.query_one(SweepChart).update_data(chart_data(outcome))
-        if not spec.ceiling:
-            self._add_row(spec, r)
+        if not spec.ceiling:  # rows in the sweep's order, whichever point finished first
+            self.query_one(DataTable).clear()
+            for spec_r, done in outcome.point_pairs():
+                self._add_row(spec_r, done)
         self._status(f"{len(self.results)} of {len(self.plan.specs)} runs done")
 
     def _add_row(self, spec: PointSpec, r: PointResult) -> None:
