@@ -136,3 +136,22 @@ async def test_the_screen_shows_the_cpu_tier_and_replica_axes(tmp_path):
         text = "\n".join(lines)
         assert "● vLLM hit rate, block 16, CPU 64 blocks, 2× prefix-aware · GPU+CPU" in text
         await pilot.press("q")
+
+
+async def test_rows_keep_the_sweeps_order_whichever_point_finishes_first(tmp_path):
+    def backwards(specs, choice, on_result, on_progress, cancel):
+        done = [_result(s.index, 100 * (s.index + 1), 400, 100) for s in specs]
+        for r in reversed(done):
+            on_result(r)
+        return done
+
+    app = SweepApp(_plan(tmp_path), ExecutorChoice("local", jobs=1), runner=backwards)
+    async with app.run_test(size=(120, 48)) as pilot:
+        screen = app.main
+        for _ in range(200):
+            if screen.finished:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        table = screen.query_one("#sweep-table")
+        assert [str(table.get_row_at(i)[1]) for i in range(3)] == ["100", "1,000", "inf (100)"]
