@@ -28,8 +28,8 @@ from textual.binding import Binding
 
 from engine import metrics
 from engine.model import StepRecord
-from engine.replay.routing import idle_replicas_note
 from engine.replay.history import History
+from engine.replay.routing import idle_replicas_note
 from tui.feed import Feed
 
 REPLICA_KEYS = (
