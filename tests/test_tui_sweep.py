@@ -12,6 +12,7 @@ from engine.sweep.executors import ExecutorChoice
 from engine.sweep.plan import plan_sweep
 from engine.sweep.points import PointResult
 from engine.trace.reader import TraceSource
+from tests.test_tui_support import wait_until
 from tui.sweep_app import SweepApp
 from tui.widgets.sweep_chart import SweepChart
 
@@ -45,10 +46,7 @@ async def test_sweep_screen_fills_as_points_arrive(tmp_path):
     app = SweepApp(_plan(tmp_path), ExecutorChoice("local", jobs=1), runner=fake_runner)
     async with app.run_test(size=(120, 48)) as pilot:
         screen = app.main
-        for _ in range(200):
-            if screen.finished:
-                break
-            await pilot.pause(0.02)
+        await wait_until(pilot, lambda: screen.finished)
         assert screen.finished and len(screen.results) == 3
         await pilot.pause()
         table = screen.query_one("#sweep-table")
@@ -108,10 +106,7 @@ async def test_the_screen_shows_the_cpu_tier_and_replica_axes(tmp_path):
     app = SweepApp(plan, ExecutorChoice("local", jobs=1), runner=runner)
     async with app.run_test(size=(160, 48)) as pilot:
         screen = app.main
-        for _ in range(200):
-            if screen.finished:
-                break
-            await pilot.pause(0.02)
+        await wait_until(pilot, lambda: screen.finished)
         await pilot.pause()
         table = screen.query_one("#sweep-table")
         heads = [str(c.label) for c in table.columns.values()]
@@ -148,10 +143,7 @@ async def test_rows_keep_the_sweeps_order_whichever_point_finishes_first(tmp_pat
     app = SweepApp(_plan(tmp_path), ExecutorChoice("local", jobs=1), runner=backwards)
     async with app.run_test(size=(120, 48)) as pilot:
         screen = app.main
-        for _ in range(200):
-            if screen.finished:
-                break
-            await pilot.pause(0.02)
+        await wait_until(pilot, lambda: screen.finished)
         await pilot.pause()
         table = screen.query_one("#sweep-table")
         assert [str(table.get_row_at(i)[1]) for i in range(3)] == ["100", "1,000", "inf (100)"]
