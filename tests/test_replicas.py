@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,16 @@ def turn(index: int, conv: int, t: int) -> TraceRequest:
 def conversations(n_conv: int, turns: int) -> list[TraceRequest]:
     """Interleaved: c0 t0, c1 t0, c2 t0, c0 t1, ..."""
     return [turn(i, i % n_conv, i // n_conv) for i in range(n_conv * turns)]
+
+
+def write_trace(path, requests) -> Path:  # noqa: ANN001
+    """The requests as a JSONL trace of token ids, one output token each."""
+    path.write_text("".join(json.dumps({
+        "request_id": q.request_id, "prompt_token_ids": list(q.prompt_token_ids),
+        "output_len": 1, "arrival_time": q.arrival_time,
+        **({"conversation_id": q.conversation_id} if q.conversation_id is not None else {}),
+    }) + "\n" for q in requests))
+    return path
 
 
 def build(mode: str, instances: int | None, router: str = "round-robin"):
@@ -94,11 +105,7 @@ def test_session_keeps_a_conversation_on_one_replica(mode):
 def test_cli_reports_each_replica_and_the_sum(tmp_path, capsys):
     from tui.cli import main
 
-    trace = tmp_path / "t.jsonl"
-    trace.write_text("".join(json.dumps({
-        "request_id": q.request_id, "prompt_token_ids": list(q.prompt_token_ids),
-        "output_len": 1, "arrival_time": q.arrival_time, "conversation_id": q.conversation_id,
-    }) + "\n" for q in conversations(3, 2)))
+    trace = write_trace(tmp_path / "t.jsonl", conversations(3, 2))
     out = tmp_path / "o.json"
     code = main([str(trace), "--headless", "--no-progress", "--json", str(out), "--block-size",
                  "4", "--num-gpu-blocks-override", "64", "--instances", "2", "--router",
@@ -167,11 +174,7 @@ def test_serve_replicas_each_with_a_cpu_tier_sum_their_tiers(tmp_path):
     """Every replica has its own CPU tier: the report sums them (this was a TypeError)."""
     from tui.cli import main
 
-    trace = tmp_path / "t.jsonl"
-    trace.write_text("".join(json.dumps({
-        "request_id": q.request_id, "prompt_token_ids": list(q.prompt_token_ids),
-        "output_len": 1, "arrival_time": q.arrival_time, "conversation_id": q.conversation_id,
-    }) + "\n" for q in conversations(3, 2)))
+    trace = write_trace(tmp_path / "t.jsonl", conversations(3, 2))
     out = tmp_path / "o.json"
     code = main([str(trace), "--headless", "--no-progress", "--json", str(out), "--block-size",
                  "4", "--num-gpu-blocks-override", "64", "--mode", "serve", "--num-cpu-blocks",

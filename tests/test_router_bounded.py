@@ -8,8 +8,6 @@ serves the whole trace (what the inspector's replica selector met on traces/mult
 
 from __future__ import annotations
 
-import json
-
 from engine.backends import BuildOptions, lookup
 from engine.replay.routing import PrefixAware, PrefixBounded, idle_replicas_note
 from engine.settings import EngineSettings
@@ -90,13 +88,10 @@ def test_the_note_names_the_idle_replicas_and_why():
 
 
 def test_the_report_says_which_replica_got_nothing(tmp_path, capsys):
+    from tests.test_replicas import write_trace
     from tui.cli import main
 
-    trace = tmp_path / "t.jsonl"
-    trace.write_text("".join(json.dumps({
-        "request_id": q.request_id, "prompt_token_ids": list(q.prompt_token_ids),
-        "output_len": 1, "arrival_time": q.arrival_time}) + "\n"
-        for q in shared_prompt_trace(4)))
+    trace = write_trace(tmp_path / "t.jsonl", shared_prompt_trace(4))
     common = [str(trace), "--headless", "--block-size", "4", "--num-gpu-blocks-override",
               "64", "--instances", "2", "--router"]
     assert main([*common, "prefix-aware"]) == 0

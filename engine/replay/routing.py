@@ -101,13 +101,13 @@ class PrefixBounded:
     LOAD_BOUND = 1.25
 
     def pick(self, req: TraceRequest, replicas: Sequence[Replica], hashes: Hasher) -> int:
-        loads = [r.load()[0] for r in replicas]
+        loads = [r.load() for r in replicas]  # read once: serve loads ask the Scheduler
         w = replicas[0].weight(req)
-        cap = math.ceil(self.LOAD_BOUND * (sum(loads) + w) / len(replicas))  # as the paper
-        least = min(range(len(replicas)), key=lambda i: (replicas[i].load(), i))
-        allowed = [i for i in range(len(replicas)) if loads[i] + w <= cap or i == least]
+        cap = math.ceil(self.LOAD_BOUND * (sum(x[0] for x in loads) + w) / len(replicas))
+        least = min(range(len(replicas)), key=lambda i: (loads[i], i))
+        allowed = [i for i in range(len(replicas)) if loads[i][0] + w <= cap or i == least]
         hs = hashes(req)
-        return min(allowed, key=lambda i: (-replicas[i].cached_prefix(hs), replicas[i].load(), i))
+        return min(allowed, key=lambda i: (-replicas[i].cached_prefix(hs), loads[i], i))
 
 
 ROUTERS: dict[str, Callable[[], Router]] = {
